@@ -1,0 +1,3 @@
+from posekit.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""Thin Typer commands, one module per verb; they parse, call the library and print."""

@@ -1,0 +1,1 @@
+"""Data: BOP datasets and results files, augmentation, training datasets."""

@@ -1,0 +1,1 @@
+"""The estimation pipeline: detect -> coarse (aae | regress) -> refine (deepim [+ polish])."""

@@ -1,0 +1,1 @@
+"""Evaluation: one function per pose error, matching, recall and BOP AR, reports and plots."""

@@ -1,0 +1,1 @@
+"""Pure geometry (numpy + torch), no I/O: rotations, rigid transforms, cameras and crops."""

@@ -1,0 +1,1 @@
+"""Pose methods: aae (augmented autoencoder + codebook), refine (DeepIM-style)."""

@@ -1,0 +1,1 @@
+"""The shared training loop: atomic checkpoints, resume, progress, loss curves."""

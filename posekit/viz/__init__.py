@@ -1,0 +1,1 @@
+"""Visualisation: overlays, contact sheets, curves."""
