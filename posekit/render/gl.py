@@ -23,6 +23,7 @@ model does not re-upload it.
 
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -37,6 +38,9 @@ from posekit.render.types import LIGHT_REFERENCE_DISTANCE_MM, Light, RenderObjec
 CV_TO_GL = np.diag([1.0, -1.0, -1.0])
 
 DEFAULT_GREY = (0.7, 0.7, 0.7)
+
+#: Renderers whose GL context is alive (see ``OffscreenRenderer.close``).
+_LIVE: weakref.WeakSet = weakref.WeakSet()
 GAMMA = 2.2
 
 
@@ -111,14 +115,35 @@ class OffscreenRenderer:
         self._pool: OrderedDict[tuple[int, bool], dict] = OrderedDict()
         self._light_nodes: list = []
         self._normals: dict[int, np.ndarray] = {}
+        _LIVE.add(self)
 
     # -- context management -------------------------------------------------------------
     def close(self) -> None:
-        """Release the GL context (the renderer is unusable afterwards)."""
-        if self._renderer is not None:
-            self._renderer.delete()
-            self._renderer = None
-            self._pool.clear()
+        """Release the GL context (the renderer is unusable afterwards).
+
+        pyrender's own ``delete`` calls ``eglTerminate`` on the (process-wide, shared) EGL display,
+        which would kill every other live renderer's context; we terminate only when this is the
+        last live renderer and otherwise destroy just our context.
+        """
+        r = getattr(self, "_renderer", None)
+        if r is None:
+            return
+        self._renderer = None
+        self._pool.clear()
+        _LIVE.discard(self)
+        platform = r._platform
+        if _LIVE and hasattr(platform, "_egl_context") and platform._egl_context is not None:
+            from OpenGL.EGL import eglDestroyContext
+
+            platform.make_current()
+            r._renderer.delete()
+            eglDestroyContext(platform._egl_display, platform._egl_context)
+            platform._egl_context = None
+            platform._egl_display = None
+            r._renderer = None
+            r._platform = None
+        else:
+            r.delete()
 
     def __enter__(self) -> OffscreenRenderer:
         return self
@@ -242,8 +267,8 @@ class OffscreenRenderer:
             lights: None -> :func:`default_lights` (a headlight at the camera).
             ambient: linear ambient light, scalar or RGB.
             bg_color: RGB background, floats in [0, 1] (values > 1 are read as 0-255).
-            with_masks: also compute per-object full and visible masks and the label map
-                (one SEG pass + one depth-only pass per object when there are several).
+            with_masks: also compute per-object full and visible masks (one more pass per object
+                when there are several). The label map is always filled.
         """
         if self._renderer is None:
             raise RuntimeError("OffscreenRenderer is closed")
@@ -265,34 +290,26 @@ class OffscreenRenderer:
         self._set_lights(default_lights(objects, ambient) if lights is None else lights)
 
         flags = pr.RenderFlags.SKIP_CULL_FACES
-        rgb, depth = self._renderer.render(self._scene, flags=flags)
+        rgb, _ = self._renderer.render(self._scene, flags=flags)
         rgb = np.ascontiguousarray(rgb[..., :3], dtype=np.uint8)
-        depth = np.asarray(depth, dtype=np.float32)
-
-        result = RenderResult(rgb=rgb, depth=depth, camera=camera)
-        if not with_masks or not objects:
-            if with_masks:
-                result.labels = np.zeros(depth.shape, dtype=np.int32)
-            return result
-
-        seg_map = {node: _seg_color(i + 1) for i, node in enumerate(nodes)}
-        seg, _ = self._renderer.render(self._scene, flags=pr.RenderFlags.SEG | flags, seg_node_map=seg_map)
+        # Depth and labels come from SEG passes: they rasterise with multisampling off, so every
+        # value is sampled at the pixel centre (the MSAA colour pass's depth is one sub-sample,
+        # about 0.13 px off-centre, which biases depth on slanted surfaces).
+        nodes_map = {node: _seg_color(i + 1) for i, node in enumerate(nodes)}
+        seg, depth = self._renderer.render(self._scene, flags=pr.RenderFlags.SEG | flags, seg_node_map=nodes_map)
         seg = seg.astype(np.int32)
         labels = seg[..., 0] | (seg[..., 1] << 8) | (seg[..., 2] << 16)
-        result.labels = labels
+        result = RenderResult(rgb=rgb, depth=np.asarray(depth, dtype=np.float32), labels=labels, camera=camera)
+        if not with_masks:
+            return result
         result.masks_visib = [labels == i + 1 for i in range(len(nodes))]
         if len(nodes) == 1:
             result.masks = [result.masks_visib[0].copy()]
         else:
-            for node in nodes:
-                node.mesh.is_visible = False
-            for node in nodes:
-                node.mesh.is_visible = True
-                d = self._renderer.render(self._scene, flags=pr.RenderFlags.DEPTH_ONLY | flags)
-                node.mesh.is_visible = False
+            for node in nodes:  # each object alone: SEG skips nodes missing from the map
+                _, d = self._renderer.render(self._scene, flags=pr.RenderFlags.SEG | flags,
+                                             seg_node_map={node: _seg_color(1)})
                 result.masks.append(np.asarray(d) > 0)
-            for node in nodes:
-                node.mesh.is_visible = True
         return result
 
     def render_crop(self, camera: Camera, box_xywh, out_size: tuple[int, int], objects: Sequence[RenderObject],
