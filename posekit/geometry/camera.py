@@ -48,7 +48,10 @@ def project_points(points: np.ndarray, K: np.ndarray, R: np.ndarray | None = Non
 
     With R, t omitted the points are taken as already in the camera frame. Pixel
     coordinates follow OpenCV: the centre of the top-left pixel is (0, 0).
+    Torch tensors go to ``project_points_torch`` (batched, differentiable).
     """
+    if any(type(a).__module__.startswith("torch") for a in (points, K, R, t)):
+        return project_points_torch(points, K, R, t)
     p = np.asarray(points, dtype=np.float64)
     if R is not None:
         p = p @ np.asarray(R, dtype=np.float64).T
@@ -56,6 +59,32 @@ def project_points(points: np.ndarray, K: np.ndarray, R: np.ndarray | None = Non
         p = p + np.asarray(t, dtype=np.float64).reshape(1, 3)
     uvw = p @ np.asarray(K, dtype=np.float64).T
     return uvw[:, :2] / uvw[:, 2:3]
+
+
+def project_points_torch(points, K, R=None, t=None):
+    """Batched, differentiable projection: points (..., N, 3), K (..., 3, 3), R (..., 3, 3),
+    t (..., 3) -> pixels (..., N, 2), leading dims broadcast. Numpy arguments are
+    converted to the dtype/device of the first tensor argument (float64 if none).
+
+    No depth clamping: points at or behind the camera (z <= 0) give inf / mirrored pixels,
+    as in the numpy version; callers that can meet them must mask by depth.
+    """
+    import torch
+
+    like = next((a for a in (points, K, R, t) if isinstance(a, torch.Tensor)), None)
+    dtype = like.dtype if like is not None and like.is_floating_point() else torch.float64
+    device = like.device if like is not None else None
+
+    def conv(a):
+        return None if a is None else torch.as_tensor(a, dtype=dtype, device=device)
+
+    p, Kt, Rt, tt = conv(points), conv(K), conv(R), conv(t)
+    if Rt is not None:
+        p = p @ Rt.transpose(-1, -2)
+    if tt is not None:
+        p = p + tt[..., None, :]
+    uvw = p @ Kt.transpose(-1, -2)
+    return uvw[..., :2] / uvw[..., 2:3]
 
 
 def crop_K(K: np.ndarray, box_xywh, out_size: tuple[int, int]) -> np.ndarray:
