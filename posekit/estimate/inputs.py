@@ -1,0 +1,128 @@
+"""Reading what a user hands to `posekit estimate`: an image, a camera, a box, an initial pose.
+
+Every failure is an :class:`InputError` whose message names the file or option and the problem.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from posekit.errors import InputError
+from posekit.geometry.camera import Camera
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Read an RGB image (any format PIL reads) as (H, W, 3) uint8."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such image file")
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InputError(f"{path}: not a readable image ({exc.__class__.__name__})") from None
+
+
+def camera_from_json(path: str | Path, width: int | None = None, height: int | None = None) -> Camera:
+    """A camera from a BOP camera.json (fx, fy, cx, cy, width, height) or a file holding cam_K (9 numbers).
+
+    width/height default to the file's, else to the image's (passed by the caller).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such camera file")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object with fx, fy, cx, cy (or cam_K)")
+    if "cam_K" in data:
+        K = np.asarray(data["cam_K"], dtype=np.float64)
+        if K.size != 9 or not np.all(np.isfinite(K)):
+            raise InputError(f"{path}: key 'cam_K' must hold 9 finite numbers")
+        K = K.reshape(3, 3)
+    else:
+        missing = [k for k in ("fx", "fy", "cx", "cy") if k not in data]
+        if missing:
+            raise InputError(f"{path}: missing intrinsics {', '.join(missing)} (need fx, fy, cx, cy or cam_K)")
+        try:
+            fx, fy, cx, cy = (float(data[k]) for k in ("fx", "fy", "cx", "cy"))
+        except (TypeError, ValueError):
+            raise InputError(f"{path}: fx, fy, cx, cy must be numbers") from None
+        K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])
+    w = int(data.get("width", width or 0))
+    h = int(data.get("height", height or 0))
+    if w <= 0 or h <= 0:
+        raise InputError(f"{path}: no image size (width, height) in the file and none given")
+    if K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise InputError(f"{path}: focal lengths must be positive")
+    return Camera(K, w, h)
+
+
+def camera_from_option(text: str, width: int, height: int) -> Camera:
+    """A camera from `--K fx,fy,cx,cy` and the image size."""
+    try:
+        fx, fy, cx, cy = (float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"--K must be fx,fy,cx,cy (4 numbers), got {text!r}") from None
+    if fx <= 0 or fy <= 0:
+        raise InputError(f"--K focal lengths must be positive, got {text!r}")
+    return Camera.from_fxfycxcy(fx, fy, cx, cy, width, height)
+
+
+def resolve_camera(image: np.ndarray, image_path: str | Path, camera: str | Path | None, K: str | None) -> Camera:
+    """The camera for an image from --camera or --K; the image must have the camera's size."""
+    h, w = image.shape[:2]
+    if camera is not None and K is not None:
+        raise InputError("give either --camera or --K, not both")
+    if camera is None and K is None:
+        raise InputError("missing camera intrinsics: give --camera camera.json or --K fx,fy,cx,cy")
+    cam = camera_from_json(camera, w, h) if camera is not None else camera_from_option(K, w, h)
+    if (cam.width, cam.height) != (w, h):
+        raise InputError(
+            f"{image_path}: image is {w}x{h} but the camera is for {cam.width}x{cam.height} images"
+        )
+    return cam
+
+
+def parse_bbox(text: str, camera: Camera) -> tuple[float, float, float, float]:
+    """`x,y,w,h` in pixels; it must overlap the image and have a positive size."""
+    try:
+        x, y, w, h = (float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"--bbox must be x,y,w,h (4 numbers), got {text!r}") from None
+    if w <= 0 or h <= 0:
+        raise InputError(f"--bbox {text}: width and height must be positive")
+    if x >= camera.width or y >= camera.height or x + w <= 0 or y + h <= 0:
+        raise InputError(f"--bbox {text} lies outside the {camera.width}x{camera.height} image")
+    return (x, y, w, h)
+
+
+def load_pose_json(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """An initial pose from JSON: {"R": 9 numbers or 3x3, "t": 3 numbers (mm)} (also cam_R_m2c / cam_t_m2c)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such pose file")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not valid JSON ({exc})") from None
+    if isinstance(data, dict) and "poses" in data and data["poses"]:
+        data = data["poses"][0]
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected an object with R and t")
+    R = data.get("R", data.get("cam_R_m2c"))
+    t = data.get("t", data.get("cam_t_m2c"))
+    if R is None or t is None:
+        raise InputError(f"{path}: missing key 'R' or 't' (or cam_R_m2c / cam_t_m2c)")
+    R = np.asarray(R, dtype=np.float64)
+    t = np.asarray(t, dtype=np.float64)
+    if R.size != 9 or t.size != 3 or not (np.all(np.isfinite(R)) and np.all(np.isfinite(t))):
+        raise InputError(f"{path}: R must be 9 finite numbers and t 3 (mm)")
+    return R.reshape(3, 3), t.reshape(3)

@@ -1,0 +1,135 @@
+"""Pose overlays for a person to check: the model's contour at the pose and its axes, over the image.
+
+The contour is the outline of the model's silhouette rendered with the offscreen renderer at the image's
+camera, so it shows exactly what the pose means (not a box approximation). Axes: x red, y green, z blue,
+half a diameter long, from the model origin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+from scipy import ndimage
+
+from posekit.cad.model import ObjectModel
+from posekit.geometry.camera import Camera, project_points
+
+AXIS_COLORS = ((230, 40, 40), (40, 200, 40), (60, 90, 255))
+
+
+def silhouette(renderer, camera: Camera, model: ObjectModel, R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Boolean (H, W) silhouette of ``model`` at pose (R, t) seen by ``camera``."""
+    from posekit.render.types import RenderObject
+
+    result = renderer.render(camera, [RenderObject(model=model, R=R, t=t)])
+    return result.masks[0]
+
+
+def contour(mask: np.ndarray, width: int = 2) -> np.ndarray:
+    """The outline of a boolean mask, ``width`` pixels thick (inside the mask)."""
+    inner = ndimage.binary_erosion(mask, iterations=width, border_value=0)
+    return mask & ~inner
+
+
+def draw_pose(
+    image: np.ndarray,
+    camera: Camera,
+    model: ObjectModel,
+    R: np.ndarray,
+    t: np.ndarray,
+    renderer=None,
+    color: tuple[int, int, int] = (255, 220, 0),
+    axes: bool = True,
+    label: str | None = None,
+) -> np.ndarray:
+    """Return a copy of ``image`` (H, W, 3 uint8) with the model's contour (and axes) at pose (R, t)."""
+    out = np.array(image, dtype=np.uint8, copy=True)
+    own = renderer is None
+    if own:
+        from posekit.render.gl import OffscreenRenderer
+
+        renderer = OffscreenRenderer(camera.width, camera.height)
+    try:
+        mask = silhouette(renderer, camera, model, R, t)
+    finally:
+        if own:
+            renderer.close()
+    out[contour(mask)] = color
+    pil = Image.fromarray(out)
+    draw = ImageDraw.Draw(pil)
+    if axes and t[2] > 0:
+        length = 0.5 * model.diameter
+        pts = np.array([[0, 0, 0], [length, 0, 0], [0, length, 0], [0, 0, length]], dtype=np.float64)
+        uv = project_points(pts, camera.K, R, t)
+        for k in range(3):
+            draw.line([tuple(uv[0]), tuple(uv[k + 1])], fill=AXIS_COLORS[k], width=3)
+    if label:
+        draw.text((6, 6), label, fill=color)
+    return np.asarray(pil)
+
+
+def pose_strip(
+    image: np.ndarray,
+    camera: Camera,
+    model: ObjectModel,
+    poses: Sequence[tuple[np.ndarray, np.ndarray]],
+    labels: Sequence[str] | None = None,
+    crop_box: tuple[float, float, float, float] | None = None,
+    renderer=None,
+) -> list[np.ndarray]:
+    """One overlay frame per pose (e.g. per refiner iteration), optionally cropped to ``crop_box``."""
+    own = renderer is None
+    if own:
+        from posekit.render.gl import OffscreenRenderer
+
+        renderer = OffscreenRenderer(camera.width, camera.height)
+    frames = []
+    try:
+        for k, (R, t) in enumerate(poses):
+            label = labels[k] if labels else None
+            frame = draw_pose(image, camera, model, R, t, renderer=renderer, label=label)
+            if crop_box is not None:
+                x, y, w, h = (int(round(v)) for v in crop_box)
+                x0, y0 = max(x, 0), max(y, 0)
+                frame = frame[y0 : min(y + h, camera.height), x0 : min(x + w, camera.width)]
+            frames.append(frame)
+    finally:
+        if own:
+            renderer.close()
+    return frames
+
+
+def save_image_atomic(path: str | Path, image: np.ndarray) -> None:
+    """Write a PNG/JPEG atomically (a temp file renamed into place)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    Image.fromarray(image).save(tmp, format=_format(path))
+    tmp.replace(path)
+
+
+def save_frames(path: str | Path, frames: Sequence[np.ndarray], duration_ms: int = 600) -> None:
+    """Save frames as an animated GIF (``.gif``) or side by side as one strip image (other extensions)."""
+    path = Path(path)
+    if not frames:
+        raise ValueError("no frames to save")
+    if path.suffix.lower() == ".gif":
+        tmp = path.with_name(f".{path.name}.tmp")
+        images = [Image.fromarray(f) for f in frames]
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
+        tmp.replace(path)
+        return
+    h = max(f.shape[0] for f in frames)
+    strip = np.zeros((h, sum(f.shape[1] for f in frames), 3), dtype=np.uint8)
+    x = 0
+    for f in frames:
+        strip[: f.shape[0], x : x + f.shape[1]] = f
+        x += f.shape[1]
+    save_image_atomic(path, strip)
+
+
+def _format(path: Path) -> str:
+    ext = path.suffix.lower()
+    return {".jpg": "JPEG", ".jpeg": "JPEG", ".gif": "GIF"}.get(ext, "PNG")

@@ -1,0 +1,98 @@
+"""What `posekit estimate` reads from the user: images, cameras, boxes, initial poses; and its overlays."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from posekit.errors import InputError
+from posekit.estimate import inputs
+from posekit.geometry.camera import Camera
+
+
+@pytest.fixture()
+def image_file(tmp_path):
+    path = tmp_path / "im.png"
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(path)
+    return path
+
+
+def test_load_image_and_errors(image_file, tmp_path):
+    assert inputs.load_image(image_file).shape == (48, 64, 3)
+    with pytest.raises(InputError, match="no such image"):
+        inputs.load_image(tmp_path / "missing.png")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(InputError, match=r"bad\.png: not a readable image"):
+        inputs.load_image(bad)
+
+
+def test_camera_from_bop_camera_json_and_size_check(image_file, tmp_path):
+    cam_file = tmp_path / "camera.json"
+    cam_file.write_text(json.dumps({"fx": 50.0, "fy": 51.0, "cx": 32.0, "cy": 24.0, "width": 64, "height": 48}))
+    image = inputs.load_image(image_file)
+    cam = inputs.resolve_camera(image, image_file, cam_file, None)
+    assert cam.K[0, 0] == 50.0 and cam.K[1, 1] == 51.0 and cam.size == (64, 48)
+
+    cam_file.write_text(json.dumps({"fx": 50.0, "fy": 51.0, "cx": 32.0, "cy": 24.0, "width": 640, "height": 480}))
+    with pytest.raises(InputError, match="image is 64x48 but the camera is for 640x480"):
+        inputs.resolve_camera(image, image_file, cam_file, None)
+
+    cam_file.write_text(json.dumps({"width": 64, "height": 48}))
+    with pytest.raises(InputError, match="missing intrinsics fx, fy, cx, cy"):
+        inputs.resolve_camera(image, image_file, cam_file, None)
+
+    with pytest.raises(InputError, match="missing camera intrinsics"):
+        inputs.resolve_camera(image, image_file, None, None)
+
+
+def test_K_option_and_bbox():
+    cam = inputs.camera_from_option("500,500,320,240", 640, 480)
+    assert np.allclose(cam.K, [[500, 0, 320], [0, 500, 240], [0, 0, 1]])
+    with pytest.raises(InputError, match="--K must be fx,fy,cx,cy"):
+        inputs.camera_from_option("500,500,320", 640, 480)
+    assert inputs.parse_bbox("10,20,30,40", cam) == (10, 20, 30, 40)
+    with pytest.raises(InputError, match="outside"):
+        inputs.parse_bbox("700,20,30,40", cam)
+    with pytest.raises(InputError, match="positive"):
+        inputs.parse_bbox("10,20,0,40", cam)
+
+
+def test_pose_json(tmp_path):
+    p = tmp_path / "pose.json"
+    p.write_text(json.dumps({"R": np.eye(3).ravel().tolist(), "t": [1, 2, 300]}))
+    R, t = inputs.load_pose_json(p)
+    assert np.allclose(R, np.eye(3)) and np.allclose(t, [1, 2, 300])
+    p.write_text(json.dumps({"R": [1, 0, 0]}))
+    with pytest.raises(InputError, match="missing key"):
+        inputs.load_pose_json(p)
+
+
+def test_overlay_contour_follows_the_rendered_silhouette(tmp_path):
+    """The contour is drawn on the boundary of the model's silhouette at the pose, nowhere else."""
+    import trimesh
+    from scipy import ndimage
+
+    from posekit.cad.model import ObjectModel
+    from posekit.render.gl import OffscreenRenderer
+    from posekit.render.types import RenderObject
+    from posekit.viz.overlay import draw_pose, save_frames
+
+    box = trimesh.creation.box((60.0, 40.0, 30.0))
+    model = ObjectModel(np.asarray(box.vertices), np.asarray(box.faces), diameter=78.1, mesh_hash="box")
+    cam = Camera.from_fxfycxcy(300, 300, 80, 60, 160, 120)
+    R, t = np.eye(3), np.array([5.0, -3.0, 400.0])
+    with OffscreenRenderer(160, 120) as r:
+        mask = r.render(cam, [RenderObject(model, R, t)]).masks[0]
+        image = np.zeros((120, 160, 3), np.uint8)
+        out = draw_pose(image, cam, model, R, t, renderer=r, color=(255, 220, 0), axes=False)
+    drawn = np.all(out == (255, 220, 0), axis=-1)
+    assert drawn.sum() > 50
+    near_edge = mask & ~ndimage.binary_erosion(mask, iterations=3)
+    assert np.all(near_edge[drawn])
+    frames_path = tmp_path / "iters.gif"
+    save_frames(frames_path, [out, image])
+    assert Image.open(frames_path).n_frames == 2
