@@ -168,14 +168,15 @@ def _spec_diff(a: dict, b: dict) -> list[str]:
 
 
 def check_writable(out: Path) -> None:
-    """Create ``out`` and prove it is writable, or raise InputError naming it."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".posekit-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise InputError(f"{out}: --out is not a writable folder ({exc.strerror or exc})") from None
+    """Raise InputError naming ``out`` unless it is (or can be created as) a writable folder; creates nothing."""
+    out = Path(out)
+    probe = out
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise InputError(f"{out}: --out is not a writable folder ({probe} is not a folder)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError(f"{out}: --out is not a writable folder (no write permission on {probe})")
 
 
 def prepare_output(job: RenderJob, out: str | Path) -> Path:
@@ -185,6 +186,10 @@ def prepare_output(job: RenderJob, out: str | Path) -> Path:
     """
     out = Path(out)
     check_writable(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{out}: cannot create the --out folder ({exc.strerror or exc})") from None
     spec = job.spec()
     job_path = out / JOB_FILE
     if job_path.is_file():
@@ -589,6 +594,7 @@ def merge_shards(shard_dirs: Sequence[str | Path], out: str | Path, progress: bo
             raise InputError(f"{d / JOB_FILE}: a different job than {dirs[0]} (differs in: {', '.join(diff)})")
     out = Path(out)
     check_writable(out)
+    out.mkdir(parents=True, exist_ok=True)
     merged_spec = dict(base, shard=None)
     job_path = out / JOB_FILE
     if job_path.is_file() and out.resolve() not in {d.resolve() for d in dirs}:
