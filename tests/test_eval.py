@@ -46,7 +46,8 @@ def test_ground_truth_scores_100_percent_everywhere(lmo, lmo_dev, tmp_path):
     targets = lmo.targets()
     assert len(targets) == 717
     results = write_results(tmp_path / "gt.csv", _gt_estimates(lmo, targets))
-    report = evaluate(lmo_dev, results, progress=False)
+    report = evaluate(lmo_dev, results, adds_all=True, progress=False)
+    assert "adds" in report.metrics
     assert sum(report.gt_count.values()) == 717
     for name, m in report.metrics.items():
         assert m.recall == [1.0] * len(m.thresholds), name

@@ -24,6 +24,9 @@ def eval_command(
         False, "--skip-bad-rows", help="Skip malformed result rows (counted and reported) instead of stopping."
     ),
     no_vsd: bool = typer.Option(False, "--no-vsd", help="Do not compute VSD even where depth images exist."),
+    adds_all: bool = typer.Option(
+        False, "--adds-all", help="Also compute ADD-S for objects without symmetries (an extra ADD-S summary; slower)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Per-object recall table (ADD(-S), Proj2D, 5cm 5deg, BOP'19 AR_MSSD/AR_MSPD/AR_VSD), a JSON report and plots."""
@@ -31,7 +34,7 @@ def eval_command(
     from posekit.eval.report import format_table, plot_curves, write_json
 
     report = evaluate(dataset, results, split=split, targets_path=targets, skip_bad_rows=skip_bad_rows,
-                      vsd="off" if no_vsd else "auto", progress=not quiet)
+                      vsd="off" if no_vsd else "auto", adds_all=adds_all, progress=not quiet)
     name = Path(dataset).resolve().name
     typer.echo(format_table(report, dataset_name=name))
     if out is not None:

@@ -149,14 +149,15 @@ def _sym_gt_poses(R_gt: np.ndarray, t_gt: np.ndarray, syms: np.ndarray) -> tuple
     return R, t
 
 
-def _sym_min(R_est, t_est, R_gt, t_gt, pts, syms, reduce: Callable[[np.ndarray], np.ndarray],
-             K: np.ndarray | None):
-    """min over symmetries S of reduce_x ||f(P_est x) - f(P_gt S x)||, f = identity or projection by K."""
+def _sym_reduce(R_est, t_est, R_gt, t_gt, pts, syms, reducers: list[Callable[[np.ndarray], np.ndarray]],
+                K: np.ndarray | None) -> tuple[list[np.ndarray], bool]:
+    """For each reducer r: min over symmetries S of r_x ||f(P_est x) - f(P_gt S x)||, f = identity or
+    projection by K. Several reducers share one computation of the posed (and projected) points."""
     R_est, t_est, R_gt, t_gt, single = _as_batch(R_est, t_est, R_gt, t_gt)
     pts = np.asarray(pts, dtype=np.float64)
     syms = _syms(syms)
     S = len(syms)
-    out = np.empty(len(R_est))
+    outs = [np.empty(len(R_est)) for _ in reducers]
     step = _chunks(len(R_est), len(pts), S + 1).step
     for s in range(0, len(R_est), step):
         e = slice(s, s + step)
@@ -167,22 +168,41 @@ def _sym_min(R_est, t_est, R_gt, t_gt, pts, syms, reduce: Callable[[np.ndarray],
         if K is not None:
             est, gt = project(K, est), project(K, gt)
         dist = _norm(est[:, None] - gt)  # (e, S, N)
-        out[e] = reduce(dist).min(axis=1)
-    return _out(out, single)
+        for out, reduce in zip(outs, reducers, strict=True):
+            out[e] = reduce(dist).min(axis=1)
+    return outs, single
+
+
+def _max(d: np.ndarray) -> np.ndarray:
+    return d.max(axis=-1)
+
+
+def _mean(d: np.ndarray) -> np.ndarray:
+    return d.mean(axis=-1)
 
 
 def mssd(R_est, t_est, R_gt, t_gt, pts: np.ndarray, syms: np.ndarray | None = None):
     """MSSD (BOP 2019): min over symmetries S of max over points ||P_est x - P_gt S x|| (mm)."""
-    return _sym_min(R_est, t_est, R_gt, t_gt, pts, syms, lambda d: d.max(axis=-1), None)
+    (out,), single = _sym_reduce(R_est, t_est, R_gt, t_gt, pts, syms, [_max], None)
+    return _out(out, single)
 
 
 def mspd(R_est, t_est, R_gt, t_gt, K: np.ndarray, pts: np.ndarray, syms: np.ndarray | None = None):
     """MSPD (BOP 2019): min over symmetries S of max over points ||proj(P_est x) - proj(P_gt S x)|| (px)."""
-    return _sym_min(R_est, t_est, R_gt, t_gt, pts, syms, lambda d: d.max(axis=-1), np.asarray(K, float))
+    (out,), single = _sym_reduce(R_est, t_est, R_gt, t_gt, pts, syms, [_max], np.asarray(K, float))
+    return _out(out, single)
 
 
 def proj2d(R_est, t_est, R_gt, t_gt, K: np.ndarray, pts: np.ndarray, syms: np.ndarray | None = None):
     """2D projection error (LINEMOD "Proj2D", Brachmann 2016; bop_toolkit ``proj``): mean over points
     of ||proj(P_est x) - proj(P_gt x)|| (px). With ``syms`` it is the min over the symmetries of that
     mean (posekit's choice for symmetric objects, documented in docs/metrics.md)."""
-    return _sym_min(R_est, t_est, R_gt, t_gt, pts, syms, lambda d: d.mean(axis=-1), np.asarray(K, float))
+    (out,), single = _sym_reduce(R_est, t_est, R_gt, t_gt, pts, syms, [_mean], np.asarray(K, float))
+    return _out(out, single)
+
+
+def mspd_and_proj2d(R_est, t_est, R_gt, t_gt, K: np.ndarray, pts: np.ndarray, syms: np.ndarray | None = None):
+    """(:func:`mspd`, :func:`proj2d`) over the same symmetries, from one projection of the posed points
+    (the evaluation computes both; this halves the work). Equal to calling the two functions."""
+    (a, b), single = _sym_reduce(R_est, t_est, R_gt, t_gt, pts, syms, [_max, _mean], np.asarray(K, float))
+    return _out(a, single), _out(b, single)

@@ -60,12 +60,15 @@ class MetricDef:
     unit: str
 
 
-def metric_defs(with_vsd: bool) -> list[MetricDef]:
-    """The recall summaries posekit reports, in table order."""
+def metric_defs(with_vsd: bool, with_adds_all: bool = False) -> list[MetricDef]:
+    """The recall summaries posekit reports, in table order ("adds" = ADD-S of every object, on request)."""
     defs = [
         MetricDef("add_s", "ADD(-S)", tuple((t,) for t in ADD_THRESHOLDS), "x diameter"),
         MetricDef("add", "ADD", tuple((t,) for t in ADD_THRESHOLDS), "x diameter"),
-        MetricDef("adds", "ADD-S", tuple((t,) for t in ADD_THRESHOLDS), "x diameter"),
+    ]
+    if with_adds_all:
+        defs.append(MetricDef("adds", "ADD-S", tuple((t,) for t in ADD_THRESHOLDS), "x diameter"))
+    defs += [
         MetricDef("proj", "Proj2D", tuple((t,) for t in PROJ_THRESHOLDS), "px"),
         MetricDef("5cm5deg", "5cm 5deg", ((5.0, 5.0),), "deg, cm"),
         MetricDef("mssd", "MSSD", tuple((t,) for t in MSSD_THRESHOLDS), "x diameter"),
@@ -218,9 +221,14 @@ def _load_points(dataset, obj_id: int) -> tuple[np.ndarray, np.ndarray]:
         return np.asarray(mesh.vertices, dtype=np.float64), np.asarray(mesh.faces)
 
 
-def compute_object_errors(pairs: list[tuple], pts: np.ndarray, syms: np.ndarray, symmetric: bool,
-                          tree=None) -> dict[str, np.ndarray]:
-    """Errors of (R_est, t_est, R_gt, t_gt, K) pairs of one object, batched per camera matrix."""
+def compute_object_errors(pairs: list[tuple], pts: np.ndarray, syms: np.ndarray, with_adds: bool,
+                          workers: int = -1) -> dict[str, np.ndarray]:
+    """Errors of (R_est, t_est, R_gt, t_gt, K) pairs of one object, batched per camera matrix.
+
+    ADD-S (the costliest error: a nearest-neighbour query per model point) is computed only when
+    ``with_adds``, else left NaN. For an object without symmetries ``syms`` is the identity alone,
+    so Proj2D and MSPD share one projection either way.
+    """
     n = len(pairs)
     out = {k: np.empty(n) for k in ("add", "adds", "re", "te", "proj", "mssd", "mspd")}
     if n == 0:
@@ -230,7 +238,7 @@ def compute_object_errors(pairs: list[tuple], pts: np.ndarray, syms: np.ndarray,
     R_gt = np.stack([p[2] for p in pairs])
     t_gt = np.stack([p[3] for p in pairs])
     out["add"][:] = M.add(R_est, t_est, R_gt, t_gt, pts)
-    out["adds"][:] = M.adds(R_est, t_est, R_gt, t_gt, pts, tree=tree)
+    out["adds"][:] = M.adds(R_est, t_est, R_gt, t_gt, pts, workers=workers) if with_adds else np.nan
     out["re"][:] = M.rotation_error(R_est, R_gt)
     out["te"][:] = M.translation_error(t_est, t_gt)
     out["mssd"][:] = M.mssd(R_est, t_est, R_gt, t_gt, pts, syms)
@@ -239,9 +247,8 @@ def compute_object_errors(pairs: list[tuple], pts: np.ndarray, syms: np.ndarray,
     for group in np.unique(inverse):
         sel = np.flatnonzero(inverse.reshape(-1) == group)
         K = Ks[sel[0]]
-        out["mspd"][sel] = M.mspd(R_est[sel], t_est[sel], R_gt[sel], t_gt[sel], K, pts, syms)
-        out["proj"][sel] = M.proj2d(R_est[sel], t_est[sel], R_gt[sel], t_gt[sel], K, pts,
-                                    syms if symmetric else None)
+        out["mspd"][sel], out["proj"][sel] = M.mspd_and_proj2d(
+            R_est[sel], t_est[sel], R_gt[sel], t_gt[sel], K, pts, syms)
     return out
 
 
@@ -291,11 +298,12 @@ def _recall(targets: list[TargetErrors], name: str, thresholds: np.ndarray, diam
 
 def evaluate(dataset_root: str | Path, results_path: str | Path, split: str = "test",
              targets_path: str | Path | None = None, skip_bad_rows: bool = False, vsd: str = "auto",
-             progress: bool = True) -> EvalReport:
+             adds_all: bool = False, progress: bool = True) -> EvalReport:
     """Evaluate a BOP results CSV against a BOP dataset's ground truth (see the module docstring).
 
     ``vsd``: "auto" computes VSD when every target image has a depth image (else reports it as not
-    available), "off" never computes it. Raises BopFormatError/InputError for bad input files.
+    available), "off" never computes it. ADD-S is computed for objects with symmetries (ADD(-S) uses
+    it there); ``adds_all`` computes it for every object and adds an "ADD-S" summary. Raises BopFormatError/InputError for bad input files.
     """
     from tqdm import tqdm
 
@@ -376,7 +384,7 @@ def evaluate(dataset_root: str | Path, results_path: str | Path, split: str = "t
         if not pairs_by_obj[o]:
             continue
         pts, faces = _load_points(ds, o)
-        errs = compute_object_errors(pairs_by_obj[o], pts, syms[o], symmetric[o])
+        errs = compute_object_errors(pairs_by_obj[o], pts, syms[o], with_adds=symmetric[o] or adds_all)
         for j, (ri, ei, gi) in enumerate(pair_slots[o]):
             for k, v in errs.items():
                 records[ri].errors[k][ei, gi] = v[j]
@@ -391,7 +399,7 @@ def evaluate(dataset_root: str | Path, results_path: str | Path, split: str = "t
     vsd_taus = ()
     if vsd_on:
         from posekit.eval.vsd import VSD_TAUS as vsd_taus
-    for d in metric_defs(vsd_on):
+    for d in metric_defs(vsd_on, adds_all):
         th = np.asarray(d.thresholds, dtype=np.float64)
         overall, per_obj = _recall(records, d.name, th, diameters, obj_ids, gt_count, vsd_taus)
         metrics[d.name] = MetricResult(d.name, d.label, d.unit, [list(map(float, r)) for r in d.thresholds],
@@ -426,6 +434,7 @@ def evaluate(dataset_root: str | Path, results_path: str | Path, split: str = "t
         "continuous_symmetry_steps": CONTINUOUS_SYMMETRY_STEPS,
         "matching": "BOP 2019: top inst_count estimates by score per target, greedy per error and threshold",
         "add_s_rule": "ADD-S for objects with symmetries in models_info, ADD otherwise",
+        "adds_all_objects": adds_all,
         "proj_rule": "mean 2D distance; min over symmetries for symmetric objects",
         "vsd": {"delta_mm": 15.0, "taus": "0.05..0.5 x diameter", "thresholds": "0.05..0.5"} if vsd_on else None,
         "skip_bad_rows": skip_bad_rows,
