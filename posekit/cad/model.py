@@ -24,6 +24,7 @@ class ObjectModel:
         name: a human name (file stem by default).
         source: the path the mesh was loaded from.
         units_note: what the units decision was and why (for reports).
+        center_shift: translation (mm) added to the file's vertices by re-centring, None if not re-centred.
     """
 
     vertices: np.ndarray
@@ -40,6 +41,7 @@ class ObjectModel:
     name: str = "object"
     source: str | None = None
     units_note: str = ""
+    center_shift: np.ndarray | None = None
 
     @property
     def bbox_min(self) -> np.ndarray:
