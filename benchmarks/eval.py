@@ -80,14 +80,19 @@ def naive_errors(R_e, t_e, R_g, t_g, K, pts, syms) -> tuple[float, ...]:
     return add, adds, mssd, mspd, prj
 
 
-def run_cli(data: Path, results: Path, extra: list[str]) -> float:
+def run_cli(data: Path, results: Path, extra: list[str]) -> tuple[float, float]:
+    """(wall-clock s, CPU s of the child: user + system) of one `posekit eval` run."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     cmd = [sys.executable, "-m", "posekit", "eval", "--dataset", str(data), "--results", str(results), "--quiet", *extra]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     dt = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"posekit eval failed ({proc.returncode}): {proc.stderr.strip()}")
-    return dt
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return dt, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def main() -> None:
@@ -140,13 +145,14 @@ def main() -> None:
         "",
         f"`python benchmarks/eval.py` on lmo-dev ({n} targets, ground truth perturbed by 3 deg / (3, 3, 15) mm; {dev}).",
         "Wall-clock seconds of `posekit eval` as a subprocess (Python start-up and imports included, best of "
-        f"{a.repeats}); the in-process run shows the stages. The naive baseline computes the same errors per pose "
+        f"{a.repeats}) and its CPU seconds (user + system: what the run costs when the machine is shared); "
+        "the in-process run shows the stages. The naive baseline computes the same errors per pose "
         "straight from the formulas with an all-pairs ADD-S, on a sample of the same pose pairs.",
         "",
         "| what | time |",
         "|---|---|",
-        f"| `posekit eval` (ADD, ADD-S for symmetric objects, re, te, Proj2D, MSSD, MSPD) | {cli_default:.2f} s |",
-        f"| `posekit eval --adds-all` (ADD-S for all {n} targets too) | {cli_all:.2f} s |",
+        f"| `posekit eval` (ADD, ADD-S for symmetric objects, re, te, Proj2D, MSSD, MSPD) | {cli_default[0]:.2f} s wall, {cli_default[1]:.2f} s CPU |",
+        f"| `posekit eval --adds-all` (ADD-S for all {n} targets too) | {cli_all[0]:.2f} s wall, {cli_all[1]:.2f} s CPU |",
         f"| in-process `evaluate(..., adds_all=True)` | {inproc:.2f} s ({stages}) |",
         f"| errors per pose, posekit batched (ADD, ADD-S, MSSD, MSPD, Proj2D; {len(sample)} poses) | {1000 * per_fast:.1f} ms |",
         f"| errors per pose, naive all-pairs baseline (same poses) | {1000 * per_naive:.1f} ms |",
