@@ -326,16 +326,6 @@ def _bbox_xywh(mask: np.ndarray, dx: int = 0, dy: int = 0) -> tuple[int, int, in
     return (x0 + dx, y0 + dy, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1)
 
 
-def _jittered(model: ObjectModel, scale: tuple | None) -> ObjectModel:
-    """A copy of ``model`` with its vertex colours multiplied by ``scale`` (colour jitter of textured objects)."""
-    if scale is None or model.vertex_colors is None:
-        return model
-    import dataclasses
-
-    vc = np.clip(np.asarray(model.vertex_colors, np.float32) * np.asarray(scale, np.float32), 0.0, 1.0)
-    return dataclasses.replace(model, vertex_colors=vc)
-
-
 class FrameRenderer:
     """Renders and writes frames of one job (one per process; holds the GL context)."""
 
@@ -360,7 +350,7 @@ class FrameRenderer:
         objs = []
         for o in sample.objects:
             if o.role == "target":
-                model = _jittered(self.job.targets[o.index], o.color_scale)
+                model = self.job.targets[o.index]
             elif o.role == "distractor":
                 model = self.job.distractors[o.index]
             else:
@@ -386,7 +376,8 @@ class FrameRenderer:
             y1 = int(np.clip(np.ceil(uv[:, 1].max()) + 1, H - 1, 2 * H - 1))
         else:  # reaches behind the camera: keep the frame
             x0, y0, x1, y1 = 0, 0, W - 1, H - 1
-        if alone and (x0, y0, x1, y1) == (0, 0, W - 1, H - 1):
+        on_border = visib[0].any() or visib[-1].any() or visib[:, 0].any() or visib[:, -1].any()
+        if alone and ((x0, y0, x1, y1) == (0, 0, W - 1, H - 1) or not on_border):
             full = visib.copy()  # nothing else in the image and nothing out of frame
             return full, int(full.sum()), _bbox_xywh(full)
         K = cam.K.copy()
@@ -417,9 +408,30 @@ class FrameRenderer:
             masks.append(full)
             visib.append(vis)
             infos.append((n_all, bbox_obj))
-        rgb = self._finish_rgb(res.rgb, res.labels > 0, sample)
+        rgb = self._jitter_colors(res.rgb, res.labels, sample)
+        rgb = self._finish_rgb(rgb, res.labels > 0, sample)
         sample.extra["infos"] = infos
         return rgb, res.depth, masks, visib, sample
+
+    @staticmethod
+    def _jitter_colors(rgb: np.ndarray, labels: np.ndarray, sample: SceneSample) -> np.ndarray:
+        """Colour jitter of vertex-coloured targets: scale each instance's pixels per channel.
+
+        Diffuse shading is linear in the albedo, so this approximates jittering the vertex colours (up to the output
+        gamma: it is a jitter either way) without uploading a
+        recoloured copy of the mesh for every image.
+        """
+        out = rgb
+        for k, o in enumerate(sample.objects):
+            if o.color_scale is None:
+                continue
+            m = labels == k + 1
+            if m.any():
+                if out is rgb:
+                    out = rgb.copy()
+                px = out[m].astype(np.float32) * np.asarray(o.color_scale, np.float32)
+                out[m] = np.clip(np.rint(px), 0, 255).astype(np.uint8)
+        return out
 
     def _finish_rgb(self, rgb: np.ndarray, fg: np.ndarray, sample: SceneSample) -> np.ndarray:
         """Composite the background behind the objects, then blur and add sensor noise."""
