@@ -1,0 +1,117 @@
+"""`posekit train`: train a method's network into a workspace (`train aae`, `train aae-codebook`; more methods later).
+
+`train` is a Typer sub-app: another method adds its own command with ``@train_app.command("<name>")``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from posekit.cli._common import guarded
+from posekit.errors import InputError
+
+train_app = typer.Typer(
+    help="Train a pose method's network for one object into a workspace folder.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+def _preset_for(name: str | None, workspace: Path, resume: bool, device: str, steps: int | None):
+    """The preset to train with: the workspace's own when resuming, else --preset ('auto': paper on CUDA, cpu else)."""
+    import torch
+
+    from posekit.methods.aae.presets import AaePreset, get_preset
+
+    cfg_file = workspace / "config.json"
+    if resume and cfg_file.is_file():
+        try:
+            saved = AaePreset.from_dict(json.loads(cfg_file.read_text())["preset"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"{cfg_file}: unreadable workspace config ({exc})") from None
+        if name not in (None, "auto") and get_preset(name).name != saved.name:
+            raise InputError(f"{workspace} was trained with --preset {saved.name}; resume it with that preset")
+        preset = saved
+    else:
+        if name in (None, "auto"):
+            cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+            name = "paper" if cuda else "cpu"
+        preset = get_preset(name)
+    return preset.with_steps(steps)
+
+
+@train_app.command("aae")
+@guarded
+def train_aae_command(
+    cad: Path = typer.Option(..., "--cad", help="The object's CAD file (STL/PLY/OBJ...)."),
+    out: Path = typer.Option(..., "--out", help="Workspace folder (config, render cache, checkpoints, codebook)."),
+    preset: str = typer.Option("auto", "--preset", help="paper | cpu | tiny | auto (paper on CUDA, else cpu); "
+                               "a resumed run keeps its own."),
+    steps: int | None = typer.Option(None, "--steps", help="Total optimiser steps (default: the preset's)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from WORKSPACE/checkpoints/last.pt."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    units: str = typer.Option("auto", "--units", help="CAD units: mm | m | auto."),
+    backgrounds: Path | None = typer.Option(None, "--backgrounds", help="Folder of background images mixed with "
+                                            "the procedural ones."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the render cache, weights and augmentation."),
+    codebook: bool = typer.Option(True, "--codebook/--no-codebook", help="Build the codebook when training ends."),
+) -> None:
+    """Train an augmented autoencoder (Sundermeyer et al. 2018) on renders of --cad; ends with its codebook.
+
+    Several GPUs: torchrun --nproc_per_node=N -m posekit train aae ... (see docs/training.md).
+    """
+    from posekit.cad.load import load_model
+    from posekit.methods.aae.train import train_aae
+    from posekit.train.loop import resolve_device
+
+    resolve_device(device)  # a bad --device fails before any work
+    model = load_model(cad, units=units)
+    chosen = _preset_for(preset, out, resume, device, steps)
+    result = train_aae(model, out, chosen, resume=resume, device=device, seed=seed, backgrounds=backgrounds,
+                       make_codebook=codebook)
+    tr = result.train
+    if tr.losses:
+        tail = tr.losses[-min(50, len(tr.losses)):]
+        typer.echo(f"trained {chosen.name} preset to step {tr.step} (loss {sum(tail) / len(tail):.4g}, "
+                   f"{tr.seconds:.0f} s this run) -> {out}")
+    if result.codebook:
+        typer.echo(f"codebook: {result.codebook}")
+
+
+@train_app.command("aae-codebook")
+@guarded
+def aae_codebook_command(
+    workspace: Path = typer.Argument(..., help="A workspace written by `posekit train aae`."),
+    cad: Path | None = typer.Option(None, "--cad", help="The CAD file (default: the one recorded in the workspace)."),
+    views: int | None = typer.Option(None, "--views", help="View-sphere points (default: the preset's)."),
+    inplane: int | None = typer.Option(None, "--inplane", help="In-plane angles per view (default: the preset's)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    units: str = typer.Option("auto", "--units", help="CAD units: mm | m | auto."),
+) -> None:
+    """(Re)build WORKSPACE/codebook.npz from the last checkpoint: codes of clean views x in-plane rotations."""
+    from posekit.cad.load import load_model
+    from posekit.methods.aae.codebook import rebuild_codebook
+
+    cfg_file = workspace / "config.json"
+    if not cfg_file.is_file():
+        raise InputError(f"{workspace}: not an AAE workspace (no config.json; train one with `posekit train aae`)")
+    if cad is None:
+        try:
+            recorded = json.loads(cfg_file.read_text())["object"]["cad"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"{cfg_file}: unreadable workspace config ({exc})") from None
+        if not recorded:
+            raise InputError(f"{cfg_file}: records no CAD path; pass --cad")
+        cad = Path(recorded)
+    if (views is not None and views <= 0) or (inplane is not None and inplane <= 0):
+        raise InputError("--views and --inplane must be positive")
+    model = load_model(cad, units=units)
+    path = rebuild_codebook(workspace, model, device=device, n_views=views, n_inplane=inplane)
+    typer.echo(f"codebook: {path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(train_app, name="train")
