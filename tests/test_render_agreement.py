@@ -138,3 +138,40 @@ def test_silhouette_gradient_pulls_translation_to_truth(lmo_dev, gl):
     err = np.linalg.norm(t.detach().numpy() - t_true)
     assert losses[-1] < 0.5 * losses[0]
     assert err < 5.0, f"translation error {err:.1f} mm after 12 steps (from 10 mm)"
+
+
+def test_diff_renderer_batches_objects_and_colours():
+    """obj_index picks the model per batch item; RGB shows the vertex colours under the headlight."""
+    import trimesh
+
+    def box(color):
+        m = trimesh.creation.box((40, 40, 40))
+        return ObjectModel(np.asarray(m.vertices), np.asarray(m.faces), 69.3, f"box{color}",
+                           vertex_colors=np.tile(np.asarray(color, np.float32), (8, 1)))
+
+    red, blue = box((0.9, 0.1, 0.1)), box((0.1, 0.1, 0.9))
+    dr = DiffRenderer([red, blue], (64, 48), device="cpu", hard=True)
+    K = torch.tensor([[100.0, 0, 31.5], [0, 100.0, 23.5], [0, 0, 1.0]])
+    R = torch.eye(3).expand(2, 3, 3)
+    t = torch.tensor([[0.0, 0.0, 300.0], [0.0, 0.0, 300.0]])
+    out = dr.render(R, t, K, obj_index=torch.tensor([1, 0]))
+    assert out["rgb"].shape == (2, 48, 64, 3) and out["depth"].shape == (2, 48, 64)
+    centre = out["rgb"][:, 24, 32]
+    assert torch.allclose(centre[0], torch.tensor([0.1, 0.1, 0.9]), atol=0.02)
+    assert torch.allclose(centre[1], torch.tensor([0.9, 0.1, 0.1]), atol=0.02)
+    assert torch.allclose(out["depth"][:, 24, 32], torch.tensor([280.0, 280.0]), atol=0.01)
+    assert float(out["rgb"][0, 0, 0].abs().sum()) == 0.0 and float(out["depth"][0, 0, 0]) == 0.0
+    with pytest.raises(ValueError):
+        dr.render(R, t, K, obj_index=torch.tensor([0, 1]), modes=("normals",))
+    with pytest.raises(ValueError):
+        dr.render(R, t, K)  # two models and no obj_index
+
+
+def test_decimate_keeps_identity_and_colours(lmo_dev):
+    full = load_lmo_model(lmo_dev, 6)
+    proxy = decimate(full, 1000)
+    assert len(proxy.faces) <= 1000 and proxy.vertex_colors is not None
+    assert proxy.mesh_hash == full.mesh_hash and proxy.diameter == full.diameter and proxy.obj_id == full.obj_id
+    assert np.allclose(proxy.vertex_colors.mean(axis=0), full.vertex_colors.mean(axis=0), atol=0.03)
+    assert np.allclose(proxy.bbox_size, full.bbox_size, rtol=0.03)
+    assert decimate(proxy, 5000) is proxy  # already within budget
