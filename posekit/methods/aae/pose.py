@@ -67,7 +67,7 @@ def estimate_poses(workspace, image: np.ndarray, camera: Camera, boxes_xywh, obj
     book = workspace.codebook
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)[None]
+    img = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div_(255.0)[None]
     crops, _ = workspace.crop(img.expand(len(boxes), -1, -1, -1), boxes)
     t1 = time.perf_counter()
     codes = workspace.encode(crops)

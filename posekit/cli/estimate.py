@@ -1,0 +1,201 @@
+"""`posekit estimate`: poses for one image (JSON + overlay) or for a whole BOP dataset (results CSV)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from posekit.cli._common import guarded
+from posekit.errors import InputError
+
+METHODS = ("aae",)
+REFINERS = ("none", "deepim")
+
+
+def _objects_option(text: str | None) -> set[int] | None:
+    if not text:
+        return None
+    try:
+        return {int(v) for v in text.split(",")}
+    except ValueError:
+        raise InputError(f"--objects must be comma-separated object ids, got {text!r}") from None
+
+
+def _load_refiner(refine: str, refiner_ws: Path | None, models, device: str, renderer: str):
+    if refine == "none":
+        return None
+    if refine not in REFINERS:
+        raise InputError(f"--refine must be one of {', '.join(REFINERS)}, got {refine!r}")
+    if refiner_ws is None:
+        raise InputError("--refine deepim needs --refiner WORKSPACE (a workspace from `posekit train refine`)")
+    from posekit.methods.refine.refiner import Refiner
+
+    return Refiner.load(refiner_ws, models=models, device=device, renderer=renderer)
+
+
+def _write_json_atomic(path: Path, data) -> None:
+    from posekit.data.jsonio import write_text_atomic
+
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+@guarded
+def estimate(
+    image: Path | None = typer.Argument(None, help="An RGB image (single-image mode)."),
+    cad: Path | None = typer.Option(None, "--cad", help="The object's CAD file (STL/PLY/OBJ)."),
+    units: str = typer.Option("auto", "--units", help="CAD units: mm, m or auto."),
+    model: Path | None = typer.Option(None, "--model", help="AAE workspace from `posekit train aae`."),
+    bbox: str | None = typer.Option(None, "--bbox", help="Detection box x,y,w,h in pixels."),
+    camera: Path | None = typer.Option(None, "--camera", help="camera.json (fx, fy, cx, cy[, width, height]) or a file with cam_K."),
+    K: str | None = typer.Option(None, "--K", help="Intrinsics fx,fy,cx,cy (instead of --camera)."),
+    method: str = typer.Option("aae", "--method", help="Coarse method: aae."),
+    top_k: int = typer.Option(1, "--top-k", min=1, help="Codebook neighbours to consider."),
+    refine: str = typer.Option("none", "--refine", help="Refiner: none or deepim."),
+    refiner_ws: Path | None = typer.Option(None, "--refiner", help="Refiner workspace from `posekit train refine`."),
+    iters: int = typer.Option(4, "--iters", min=0, help="Refiner iterations."),
+    polish: int = typer.Option(0, "--polish", min=0, help="Silhouette polish steps after refinement (PyTorch3D)."),
+    renderer: str = typer.Option("auto", "--renderer", help="Refiner renderer: auto, pytorch3d or pyrender."),
+    init: Path | None = typer.Option(None, "--init", help="Start refinement from the pose in this JSON (R, t in mm) instead of the AAE."),
+    overlay: Path | None = typer.Option(None, "--overlay", help="Write the pose over the image (PNG; .gif: one frame per refiner iteration)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the pose(s) as JSON (stdout otherwise)."),
+    dataset: Path | None = typer.Option(None, "--dataset", help="Dataset mode: a BOP dataset folder."),
+    split: str = typer.Option("test", "--split", help="Dataset split."),
+    targets: Path | None = typer.Option(None, "--targets", help="Targets file (default: the dataset's test_targets_bop19.json)."),
+    boxes: str = typer.Option("gt-visib", "--boxes", help="Boxes: gt-visib, gt-obj, or a BOP detections JSON."),
+    model_dir: Path | None = typer.Option(None, "--model-dir", help="Folder of AAE workspaces named obj_XXXXXX (dataset mode)."),
+    objects: str | None = typer.Option(None, "--objects", help="Only these object ids (comma-separated)."),
+    out: Path | None = typer.Option(None, "--out", help="Dataset mode: BOP results CSV to write."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+) -> None:
+    """Estimate 6D poses: rotation from the AAE codebook, translation from the box, optional DeepIM refinement."""
+    if method not in METHODS:
+        raise InputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if dataset is not None:
+        _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k, refine, refiner_ws, iters,
+                      polish, renderer, device)
+    else:
+        _image_mode(image, cad, units, model, bbox, camera, K, top_k, refine, refiner_ws, iters, polish, renderer,
+                    init, overlay, json_out, device)
+
+
+def _image_mode(image, cad, units, model, bbox, camera, K, top_k, refine, refiner_ws, iters, polish, renderer,
+                init, overlay, json_out, device) -> None:
+    from posekit.cad.load import load_model
+    from posekit.estimate import inputs
+    from posekit.estimate.pipeline import Detection, EstimatorConfig, PoseEstimator, estimate_to_json
+    from posekit.estimate.types import Observation, PoseEstimate
+
+    if image is None:
+        raise InputError("give an IMAGE (or --dataset DIR for dataset mode)")
+    if cad is None:
+        raise InputError("--cad is required: the object's CAD file")
+    rgb = inputs.load_image(image)
+    cam = inputs.resolve_camera(rgb, image, camera, K)
+    obj = load_model(cad, units=units, obj_id=1)
+    init_est = None
+    if init is not None:
+        if refine == "none":
+            raise InputError("--init gives a starting pose for refinement: use it with --refine deepim")
+        R0, t0 = inputs.load_pose_json(init)
+        init_est = [PoseEstimate(obj_id=1, R=R0, t=t0, history=[{"stage": "init", "R": R0.tolist(), "t": t0.tolist()}])]
+        detections = []
+        if bbox is not None:
+            detections = [Detection(1, inputs.parse_bbox(bbox, cam))]
+    else:
+        if bbox is None:
+            raise InputError("--bbox x,y,w,h is required (or --init pose.json to refine a given pose)")
+        if model is None:
+            raise InputError("--model WORKSPACE is required for --method aae")
+        detections = [Detection(1, inputs.parse_bbox(bbox, cam))]
+    aae = {}
+    if init_est is None:
+        from posekit.methods.aae.codebook import load_workspace
+
+        aae[1] = load_workspace(model, device=device, model=obj)
+    refiner = _load_refiner(refine, refiner_ws, [obj], device, renderer)
+    config = EstimatorConfig(top_k=top_k, refine_iters=iters, polish_steps=polish)
+    estimator = PoseEstimator({1: obj}, aae=aae, refiner=refiner, config=config)
+    obs = Observation(image=rgb, camera=cam, bbox=detections[0].bbox if detections else None)
+    try:
+        results = estimator.estimate(obs, detections, init=init_est)
+    finally:
+        if refiner is not None:
+            refiner.close()
+    record = {"image": str(image), "cad": str(cad), "camera": {"K": cam.K.tolist(), "width": cam.width,
+              "height": cam.height}, "poses": [estimate_to_json(e) for e in results]}
+    if json_out is not None:
+        _write_json_atomic(json_out, record)
+        typer.echo(f"wrote {json_out}", err=True)
+    else:
+        typer.echo(json.dumps(record, indent=2))
+    if overlay is not None:
+        _write_overlay(overlay, rgb, cam, obj, results[0])
+        typer.echo(f"wrote {overlay}", err=True)
+
+
+def _write_overlay(path: Path, rgb, cam, obj, est) -> None:
+    import numpy as np
+
+    from posekit.viz.overlay import draw_pose, pose_strip, save_frames, save_image_atomic
+
+    if path.suffix.lower() == ".gif" or (len(est.history) > 1 and path.suffix.lower() in (".strip", "")):
+        poses = [(np.asarray(h["R"]).reshape(3, 3), np.asarray(h["t"])) for h in est.history] or [(est.R, est.t)]
+        labels = [h.get("stage", str(i)) for i, h in enumerate(est.history)]
+        save_frames(path, pose_strip(rgb, cam, obj, poses, labels=labels))
+    else:
+        save_image_atomic(path, draw_pose(rgb, cam, obj, est.R, est.t))
+
+
+def _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k, refine, refiner_ws, iters,
+                  polish, renderer, device) -> None:
+    from posekit.data.bop import BopDataset
+    from posekit.data.results import write_results
+    from posekit.estimate.batch import BOX_SOURCES, estimate_dataset, mean_timings, read_detections
+    from posekit.estimate.pipeline import EstimatorConfig, PoseEstimator
+    from posekit.methods.aae.codebook import load_workspace
+
+    if out is None:
+        raise InputError("--out results.csv is required with --dataset")
+    if model_dir is None:
+        raise InputError("--model-dir DIR (AAE workspaces named obj_XXXXXX) is required with --dataset")
+    if not out.parent.exists():
+        raise InputError(f"{out.parent}: output folder does not exist")
+    ds = BopDataset(dataset)
+    wanted = _objects_option(objects)
+    tgts = ds.targets(targets, split=split) if targets else ds.targets(split=split)
+    obj_ids = sorted({t.obj_id for t in tgts if wanted is None or t.obj_id in wanted})
+    models, aae = {}, {}
+    for obj_id in obj_ids:
+        ws = model_dir / f"obj_{obj_id:06d}"
+        if not ws.is_dir():
+            if wanted is not None:
+                raise InputError(f"{ws}: no AAE workspace for object {obj_id}")
+            continue
+        models[obj_id] = ds.load_model(obj_id)
+        aae[obj_id] = load_workspace(ws, device=device, model=models[obj_id])
+    if not aae:
+        raise InputError(f"{model_dir}: no AAE workspace (obj_XXXXXX) for any target object of {dataset}")
+    tgts = [t for t in tgts if t.obj_id in aae]
+    detections = None
+    if boxes not in BOX_SOURCES:
+        detections = read_detections(boxes)
+    refiner = _load_refiner(refine, refiner_ws, list(models.values()), device, renderer)
+    estimator = PoseEstimator(models, aae=aae, refiner=refiner,
+                              config=EstimatorConfig(top_k=top_k, refine_iters=iters, polish_steps=polish))
+    try:
+        results = estimate_dataset(estimator, ds, tgts, split=split, boxes=boxes, detections=detections)
+    finally:
+        if refiner is not None:
+            refiner.close()
+    write_results(out, results)
+    stages = ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in mean_timings(results).items())
+    typer.echo(f"wrote {len(results)} estimates for {len(tgts)} targets of objects {sorted(aae)} to {out}", err=True)
+    typer.echo(f"mean time per estimate: {stages}", err=True)
+    sys.stderr.flush()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("estimate")(estimate)
