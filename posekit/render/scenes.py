@@ -291,7 +291,7 @@ def sample_clean_scene(config: RandomizationConfig, targets: list[ObjectModel], 
     t = np.array([0.0, 0.0, d]) - R @ _bbox_center(model)
     L = clean_light()
     light = LightSpec(L.kind, tuple(L.color), float(L.intensity), tuple(L.position), tuple(L.direction))
-    return SceneSample(objects=[PlacedObject("target", k, R, t)], lights=[light], ambient=0.4, bg_seed=0,
+    return SceneSample(objects=[PlacedObject("target", k, R, t)], lights=[light], ambient=0.3, bg_seed=0,
                        noise_std=0.0, blur_radius=0.0, background="none")
 
 

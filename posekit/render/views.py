@@ -128,7 +128,7 @@ def clean_light():
     """The fixed light of clean views: a white directional light along the optical axis (a head light)."""
     from posekit.render.types import Light
 
-    return Light(kind="directional", color=(1.0, 1.0, 1.0), intensity=3.0, position=(0.0, 0.0, 0.0),
+    return Light(kind="directional", color=(1.0, 1.0, 1.0), intensity=0.7, position=(0.0, 0.0, 0.0),
                  direction=(0.0, 0.0, 1.0))
 
 
@@ -139,7 +139,7 @@ def render_clean_views(
     distance: float | None = None,
     K: np.ndarray | None = None,
     renderer=None,
-    ambient: float = 0.4,
+    ambient: float = 0.3,
     progress: bool = False,
 ) -> CleanViews:
     """Render ``model`` at t = (0, 0, distance) in each of ``rotations`` (N, 3, 3): black background, fixed light.
