@@ -219,3 +219,24 @@ def test_closing_one_renderer_keeps_another_alive(renderer):
     other.close()
     after = renderer.render(CAM, [obj])
     assert np.array_equal(before.masks[0], after.masks[0])
+
+
+def test_uv_texture_orientation(renderer):
+    """UVs in the trimesh/OBJ convention (v = 0 at the image's bottom row): the texture's top row shows at
+    the plane's top; decimation's texture baking reads the same texels."""
+    from posekit.cad.decimate import texture_to_vertex_colors
+
+    v = np.array([[-20, -20, 0], [20, -20, 0], [20, 20, 0], [-20, 20, 0]], dtype=float)
+    uv = np.stack([(v[:, 0] + 20) / 40, (20 - v[:, 1]) / 40], axis=1)  # model -y (image up) -> v = 1
+    tex = np.zeros((6, 6, 3), np.uint8)  # 6 px rows: not 4-byte aligned as RGB
+    tex[:3] = [255, 0, 0]  # top half red
+    tex[3:] = [0, 0, 255]  # bottom half blue
+    plane = ObjectModel(v, np.array([[0, 1, 2], [0, 2, 3]]), 56.6, "plane", texture_uv=uv, texture_image=tex)
+    res = renderer.render(CAM, [RenderObject(plane, np.eye(3), np.array([0.0, 0.0, 300.0]))], lights=[], ambient=1.0)
+    ys, xs = np.nonzero(res.masks[0])
+    quarter = (ys.max() - ys.min()) // 4
+    top = res.rgb[ys.min() + quarter, int(xs.mean())].astype(int)
+    bottom = res.rgb[ys.max() - quarter, int(xs.mean())].astype(int)
+    assert top[0] > 200 and top[2] < 60 and bottom[2] > 200 and bottom[0] < 60
+    baked = texture_to_vertex_colors(plane)
+    assert np.allclose(baked[0], [1, 0, 0]) and np.allclose(baked[3], [0, 0, 1])

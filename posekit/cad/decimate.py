@@ -22,12 +22,16 @@ DEFAULT_MAX_FACES = 2000
 
 
 def texture_to_vertex_colors(model: ObjectModel) -> np.ndarray | None:
-    """Per-vertex RGB in [0, 1] sampled (nearest texel) from the UV texture, or None without one."""
+    """Per-vertex RGB in [0, 1] sampled (nearest texel) from the UV texture, or None without one.
+
+    UVs follow the trimesh / OBJ convention: v = 0 is the image's bottom row.
+    """
     if model.texture_uv is None or model.texture_image is None:
         return None
     img = np.asarray(model.texture_image)
     h, w = img.shape[:2]
-    uv = np.asarray(model.texture_uv, dtype=np.float64) % 1.0
+    uv = np.asarray(model.texture_uv, dtype=np.float64)
+    uv = np.where((uv < 0.0) | (uv > 1.0), uv % 1.0, uv)  # repeat-wrap outside [0, 1]; keep 1.0 itself
     cols = np.clip(np.round(uv[:, 0] * (w - 1)).astype(int), 0, w - 1)
     rows = np.clip(np.round((1.0 - uv[:, 1]) * (h - 1)).astype(int), 0, h - 1)
     rgb = img[rows, cols, :3].astype(np.float32)

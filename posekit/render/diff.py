@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from posekit.cad.decimate import DEFAULT_MAX_FACES, decimate
+from posekit.cad.decimate import DEFAULT_MAX_FACES, decimate, texture_to_vertex_colors
 from posekit.cad.model import ObjectModel
 
 #: Soft-rasterisation defaults (chosen by benchmarks/diff_render.py, see docs/benchmarks.md).
@@ -102,7 +102,8 @@ class DiffRenderer:
         for m in self.models:
             verts.append(torch.as_tensor(np.asarray(m.vertices), dtype=torch.float32))
             faces.append(torch.as_tensor(np.asarray(m.faces), dtype=torch.int64))
-            c = m.vertex_colors if m.vertex_colors is not None else np.full((len(m.vertices), 3), 0.7)
+            c = m.vertex_colors if m.vertex_colors is not None else texture_to_vertex_colors(m)
+            c = np.full((len(m.vertices), 3), 0.7) if c is None else c
             cols.append(torch.as_tensor(np.asarray(c)[:, :3], dtype=torch.float32))
         self._meshes = Meshes(verts=verts, faces=faces, textures=TexturesVertex(cols)).to(self.device)
 
@@ -124,7 +125,7 @@ class DiffRenderer:
     def render(self, R: torch.Tensor, t: torch.Tensor, K: torch.Tensor, obj_index: torch.Tensor | None = None,
                modes: Sequence[str] = ("silhouette", "depth", "rgb")) -> dict[str, torch.Tensor]:
         """Render B views; returns the requested of ``silhouette`` (B, H, W) in [0, 1], ``depth`` (B, H, W)
-        camera z in mm (0 where empty; from the nearest face, differentiable inside the silhouette) and
+        camera z in mm (0 where no face covers the pixel; the nearest covering face, differentiable) and
         ``rgb`` (B, H, W, 3) in [0, 1]. Inputs are moved to the renderer's device (float32)."""
         from pytorch3d.renderer import MeshRasterizer
         from pytorch3d.renderer.blending import sigmoid_alpha_blend, softmax_rgb_blend
@@ -152,8 +153,11 @@ class DiffRenderer:
             colors = torch.ones(fragments.pix_to_face.shape + (3,), device=dev)
             out["silhouette"] = sigmoid_alpha_blend(colors, fragments, self.blend)[..., 3]
         if "depth" in modes:
-            z = fragments.zbuf[..., 0]
-            out["depth"] = torch.where(fragments.pix_to_face[..., 0] >= 0, z, torch.zeros_like(z))
+            # the nearest face that covers the pixel (with blur, the K faces include near misses)
+            covers = (fragments.pix_to_face >= 0) & (fragments.dists <= 0)
+            first = covers.to(torch.uint8).argmax(dim=-1, keepdim=True)
+            z = fragments.zbuf.gather(-1, first)[..., 0]
+            out["depth"] = torch.where(covers.any(dim=-1), z, torch.zeros_like(z))
         if "rgb" in modes:
             texels = meshes.sample_textures(fragments)  # (B, H, W, K, 3)
             # Headlight: a point light at the camera centre; in the camera frame the view ray is the

@@ -87,6 +87,14 @@ def default_lights(objects: Sequence[RenderObject], ambient) -> list[Light]:
     return [Light("point", intensity=strength * (z / LIGHT_REFERENCE_DISTANCE_MM) ** 2)]
 
 
+def _two_sided(faces: np.ndarray) -> np.ndarray:
+    """Each triangle twice, once per winding. pyrender always culls back faces in its SEG passes (which
+    give our depth and masks), so with one copy an open or inconsistently wound mesh would get holes;
+    with both, back-face culling keeps exactly one copy facing the camera in every pass."""
+    f = np.asarray(faces, dtype=np.uint32)
+    return np.concatenate([f, f[:, ::-1]], axis=0)
+
+
 def _seg_color(i: int) -> np.ndarray:
     """The SEG-pass colour (0-255 RGB) of label ``i`` (1-based), decodable up to 2^24 - 1."""
     return np.array([i & 255, (i >> 8) & 255, (i >> 16) & 255], dtype=np.float64)
@@ -111,8 +119,8 @@ class OffscreenRenderer:
         self._scene = self._pr.Scene(bg_color=[0.0, 0.0, 0.0, 1.0], ambient_light=[0.3, 0.3, 0.3])
         self._camera = self._pr.IntrinsicsCamera(1.0, 1.0, 0.0, 0.0, znear=self.znear, zfar=self.zfar)
         self._scene.add(self._camera, pose=np.eye(4))
-        # (id(model), vertex_coloured) -> {"model": model (keeps the id alive), "nodes": [...]}
-        self._pool: OrderedDict[tuple[int, bool], dict] = OrderedDict()
+        # (id(model), look) -> {"model": model (keeps the id alive), "nodes": [...]}
+        self._pool: OrderedDict[tuple[int, str], dict] = OrderedDict()
         self._light_nodes: list = []
         self._normals: dict[int, np.ndarray] = {}
         _LIVE.add(self)
@@ -169,19 +177,30 @@ class OffscreenRenderer:
             self._normals[key] = np.asarray(mesh.vertex_normals, dtype=np.float32)
         return self._normals[key]
 
-    def _make_node(self, model: ObjectModel, vertex_coloured: bool):
+    def _make_node(self, model: ObjectModel, look: str):
+        """A hidden scene node of ``model``; ``look`` is "vertex" (vertex colours), "texture" (UV texture,
+        sRGB, linearised by pyrender's shader) or "plain" (material colour only)."""
         pr = self._pr
         material = pr.MetallicRoughnessMaterial(
             baseColorFactor=[1.0, 1.0, 1.0, 1.0], metallicFactor=0.0, roughnessFactor=0.8, alphaMode="OPAQUE"
         )
-        color_0 = None
-        if vertex_coloured:
+        color_0 = texcoord_0 = None
+        if look == "vertex":
             rgb = srgb_to_linear(model.vertex_colors[:, :3])
             color_0 = np.concatenate([rgb, np.ones((len(rgb), 1))], axis=1).astype(np.float32)
+        elif look == "texture":
+            texcoord_0 = np.asarray(model.texture_uv, dtype=np.float32)
+            img = np.asarray(model.texture_image)
+            if img.dtype != np.uint8:
+                img = (np.clip(img, 0, 1) * 255).astype(np.uint8)
+            # RGBA: 4-byte texels keep rows 4-byte aligned (pyrender leaves GL_UNPACK_ALIGNMENT at 4)
+            rgba = np.concatenate([img[..., :3], np.full(img.shape[:2] + (1,), 255, np.uint8)], axis=-1)
+            material.baseColorTexture = pr.Texture(source=np.ascontiguousarray(rgba), source_channels="RGBA")
         prim = pr.Primitive(
             positions=np.asarray(model.vertices, dtype=np.float32),
             normals=self._vertex_normals(model),
-            indices=np.asarray(model.faces, dtype=np.uint32),
+            texcoord_0=texcoord_0,
+            indices=_two_sided(model.faces),
             color_0=color_0,
             material=material,
             mode=pr.constants.GLTF.TRIANGLES,
@@ -196,10 +215,18 @@ class OffscreenRenderer:
                 self._scene.remove_node(node)  # buffers are freed at the next render
             self._normals.pop(id(entry["model"]), None)
 
-    def _acquire(self, obj: RenderObject, used: dict[tuple[int, bool], int]):
+    def _acquire(self, obj: RenderObject, used: dict[tuple[int, str], int]):
         """A scene node for ``obj``: the n-th node of its model within this render (created on demand)."""
-        vertex_coloured = obj.color is None and obj.model.vertex_colors is not None
-        key = (id(obj.model), vertex_coloured)
+        m = obj.model
+        if obj.color is not None:
+            look = "plain"
+        elif m.vertex_colors is not None:
+            look = "vertex"
+        elif m.texture_uv is not None and m.texture_image is not None:
+            look = "texture"
+        else:
+            look = "plain"
+        key = (id(m), look)
         entry = self._pool.get(key)
         if entry is None:
             entry = {"model": obj.model, "nodes": []}
@@ -208,10 +235,10 @@ class OffscreenRenderer:
         k = used.get(key, 0)
         used[key] = k + 1
         if k == len(entry["nodes"]):
-            entry["nodes"].append(self._make_node(obj.model, vertex_coloured))
+            entry["nodes"].append(self._make_node(m, look))
         node = entry["nodes"][k]
         mat = node.mesh.primitives[0].material
-        if vertex_coloured:
+        if look != "plain":
             base = (1.0, 1.0, 1.0)
         else:
             base = tuple(srgb_to_linear(obj.color if obj.color is not None else DEFAULT_GREY)[:3])
@@ -278,7 +305,7 @@ class OffscreenRenderer:
         for entry in self._pool.values():
             for node in entry["nodes"]:
                 node.mesh.is_visible = False
-        used: dict[tuple[int, bool], int] = {}
+        used: dict[tuple[int, str], int] = {}
         nodes = [self._acquire(o, used) for o in objects]
         self._evict()
 
@@ -289,7 +316,7 @@ class OffscreenRenderer:
         self._scene.ambient_light = srgb_to_linear(np.ones(3)) * _ambient_rgb(ambient)
         self._set_lights(default_lights(objects, ambient) if lights is None else lights)
 
-        flags = pr.RenderFlags.SKIP_CULL_FACES
+        flags = pr.RenderFlags.NONE  # faces are two-sided (see _two_sided): culling drops the hidden copy
         rgb, _ = self._renderer.render(self._scene, flags=flags)
         rgb = np.ascontiguousarray(rgb[..., :3], dtype=np.uint8)
         # Depth and labels come from SEG passes: they rasterise with multisampling off, so every
