@@ -126,22 +126,33 @@ def _shapes(n: int, size: int, gen: torch.Generator, count: int = 6) -> torch.Te
 BACKGROUND_KINDS = ("plain", "gradient", "noise", "shapes", "stripes")
 
 
-def procedural_backgrounds(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
-    """(n, 3, S, S) backgrounds in [0, 1], each of a random kind among :data:`BACKGROUND_KINDS`."""
-    kind = torch.randint(0, len(BACKGROUND_KINDS), (n,), generator=gen, device=gen.device)
+def _plain(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
+    return _u(gen, n, 3, 1, 1).expand(n, 3, size, size)
+
+
+def _noise(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
+    """Value noise, half of it as two-colour clouds rather than rainbow noise."""
     noise = value_noise(n, size, gen)
     grey = _coin(gen, n, 0.5).view(n, 1, 1, 1)
     c0, c1 = _u(gen, n, 3, 1, 1), _u(gen, n, 3, 1, 1)
-    noise = torch.where(grey, c0 + (c1 - c0) * noise.mean(1, keepdim=True), noise)
-    options = [
-        _u(gen, n, 3, 1, 1).expand(n, 3, size, size),
-        _gradient(n, size, gen),
-        noise,
-        _shapes(n, size, gen),
-        _stripes(n, size, gen),
-    ]
-    stack = torch.stack(options, dim=0)  # (K, n, 3, S, S)
-    return stack[kind, torch.arange(n, device=gen.device)]
+    return torch.where(grey, c0 + (c1 - c0) * noise.mean(1, keepdim=True), noise)
+
+
+_MAKERS = (_plain, _gradient, _noise, _shapes, _stripes)
+
+
+def procedural_backgrounds(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
+    """(n, 3, S, S) backgrounds in [0, 1], each of a random kind among :data:`BACKGROUND_KINDS`.
+
+    Each kind is made only for the samples that drew it (one batched call per kind).
+    """
+    kind = torch.randint(0, len(BACKGROUND_KINDS), (n,), generator=gen, device=gen.device)
+    out = torch.empty(n, 3, size, size, device=gen.device)
+    for k, make in enumerate(_MAKERS):
+        idx = (kind == k).nonzero(as_tuple=True)[0]
+        if len(idx):
+            out[idx] = make(len(idx), size, gen)
+    return out
 
 
 def load_background_images(folder: str | Path, size: int, limit: int = 2000) -> torch.Tensor:
@@ -316,9 +327,10 @@ class Augmenter:
         theta[:, :, 2] = _u(gen, n, 2, lo=-0.6, hi=0.6) / r.view(n, 1)
         shape = torch.where(_coin(gen, n, 0.5).view(n, 1, 1, 1), ell, poly)
         mask = (warp(shape, theta) > 0.5).float()
-        plain = _u(gen, n, 3, 1, 1).expand(n, 3, size, size)
-        tex = procedural_backgrounds(n, size, gen)
-        texture = torch.where(_coin(gen, n, 0.5).view(n, 1, 1, 1), plain, tex)
+        texture = _plain(n, size, gen).clone()
+        textured = _coin(gen, n, 0.5).nonzero(as_tuple=True)[0]
+        if len(textured):
+            texture[textured] = procedural_backgrounds(len(textured), size, gen)
         return mask, texture
 
     def __call__(self, rgb: torch.Tensor, mask: torch.Tensor, normals: torch.Tensor | None,
