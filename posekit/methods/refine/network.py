@@ -1,0 +1,134 @@
+"""The refiner network: (observed crop, rendered crop, rendered mask) -> pose update + observed visible mask.
+
+Input: 7 channels stacked -- observed RGB (3), RGB rendered at the current pose (3) and its mask
+(1) -- all in the same zoom-in crop, values in [0, 1]. Outputs (see ``update.py`` for the meaning):
+
+* ``rot6d`` (B, 6): the camera-frame rotation update in the continuous 6D form, initialised to
+  the identity (the last layer starts at zero weights with the identity as bias), so an untrained
+  refiner leaves poses unchanged;
+* ``v`` (B, 3): (vx, vy, vz), initialised to 0;
+* ``mask_logits`` (B, 1, H/4, W/4): the object's visible mask in the *observed* crop (DeepIM's
+  auxiliary output; ``polish`` aligns the silhouette with it).
+
+Backbone: a stride-2 stem and one stride-2 stage per entry of ``widths`` after the first, each
+with ``blocks_per_stage`` residual blocks (GroupNorm + ReLU: batch statistics do not matter, so
+batch 1 at test time behaves as in training). The last feature map is pooled to a 4x4 grid (keeps
+where things are, which the translation needs) and flattened into two fully connected layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from posekit.geometry.rotations import rot6d_to_matrix
+from posekit.methods.refine.presets import RefinePreset
+
+IN_CHANNELS = 7
+IDENTITY_6D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+
+def _gn(channels: int, groups: int) -> nn.GroupNorm:
+    g = groups
+    while channels % g:
+        g //= 2
+    return nn.GroupNorm(max(g, 1), channels)
+
+
+def _conv_gn(cin: int, cout: int, stride: int, groups: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), _gn(cout, groups), nn.ReLU(inplace=True))
+
+
+class ResBlock(nn.Module):
+    """Two 3x3 convs with GroupNorm and an identity shortcut (He et al. 2016, pre-GroupNorm variant)."""
+
+    def __init__(self, channels: int, groups: int) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
+        self.n1 = _gn(channels, groups)
+        self.c2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
+        self.n2 = _gn(channels, groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.n1(self.c1(x)), inplace=True)
+        return F.relu(x + self.n2(self.c2(y)), inplace=True)
+
+
+@dataclass
+class RefineOutput:
+    """What the network predicts for a batch."""
+
+    rot6d: torch.Tensor  # (B, 6)
+    v: torch.Tensor  # (B, 3) = (vx, vy, vz)
+    mask_logits: torch.Tensor  # (B, 1, H/4, W/4)
+
+    @property
+    def dR(self) -> torch.Tensor:
+        """(B, 3, 3) rotation update (camera frame)."""
+        return rot6d_to_matrix(self.rot6d)
+
+
+class RefineNet(nn.Module):
+    """DeepIM-style refiner for any number of objects (the rendering tells it which object it sees)."""
+
+    def __init__(self, preset: RefinePreset) -> None:
+        super().__init__()
+        w, g = preset.widths, preset.groups
+        if len(w) < 2:
+            raise ValueError("RefinePreset.widths needs at least two stages")
+        self.crop_size = tuple(preset.crop_size)
+        self.stem = _conv_gn(IN_CHANNELS, w[0], 2, g)
+        stages = []
+        for cin, cout in zip(w[:-1], w[1:], strict=True):
+            layers: list[nn.Module] = [_conv_gn(cin, cout, 2, g)]
+            layers += [ResBlock(cout, g) for _ in range(preset.blocks_per_stage)]
+            stages.append(nn.Sequential(*layers))
+        self.stages = nn.ModuleList(stages)
+        self.pool = nn.AdaptiveAvgPool2d((4, 4))
+        self.fc = nn.Sequential(
+            nn.Linear(w[-1] * 16, preset.fc_width), nn.ReLU(inplace=True),
+            nn.Linear(preset.fc_width, preset.fc_width), nn.ReLU(inplace=True),
+        )
+        self.rot_head = nn.Linear(preset.fc_width, 6)
+        self.trans_head = nn.Linear(preset.fc_width, 3)
+        # mask decoder: stride-8 features upsampled onto the stride-4 ones
+        c4 = w[1]
+        c8 = w[2] if len(w) > 2 else w[1]
+        self.mask_fuse = _conv_gn(c4 + c8, c4, 1, g)
+        self.mask_out = nn.Conv2d(c4, 1, 1)
+        with torch.no_grad():
+            self.rot_head.weight.zero_()
+            self.rot_head.bias.copy_(torch.tensor(IDENTITY_6D))
+            self.trans_head.weight.zero_()
+            self.trans_head.bias.zero_()
+
+    @staticmethod
+    def stack_inputs(observed: torch.Tensor, rendered: torch.Tensor, rendered_mask: torch.Tensor) -> torch.Tensor:
+        """(B, 7, H, W) network input from crops (B, 3, H, W), (B, 3, H, W), (B, 1, H, W) in [0, 1]."""
+        return torch.cat([observed, rendered, rendered_mask], dim=1)
+
+    def forward(self, x: torch.Tensor) -> RefineOutput:
+        if x.shape[1] != IN_CHANNELS:
+            raise ValueError(f"RefineNet expects {IN_CHANNELS} input channels, got {x.shape[1]}")
+        x = x - 0.5
+        feats = []
+        h = self.stem(x)
+        for stage in self.stages:
+            h = stage(h)
+            feats.append(h)
+        f = self.fc(self.pool(h).flatten(1))
+        f4 = feats[0]
+        f8 = feats[1] if len(feats) > 1 else feats[0]
+        up = F.interpolate(f8, size=f4.shape[-2:], mode="bilinear", align_corners=False)
+        mask = self.mask_out(self.mask_fuse(torch.cat([f4, up], dim=1)))
+        return RefineOutput(rot6d=self.rot_head(f), v=self.trans_head(f), mask_logits=mask)
+
+
+def count_parameters(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+__all__ = ["RefineNet", "RefineOutput", "IN_CHANNELS", "count_parameters"]

@@ -1,0 +1,86 @@
+"""Refiner presets: crop size, network width and training schedule, chosen together.
+
+``cpu``: sized for this project's 2-core machine -- 64x64 zoom crops, a ~1.3 M-parameter GroupNorm
+conv net, renders of meshes decimated to 2000 faces (pyrender on llvmpipe: ~7-10 ms per crop), so
+that a refiner for the 8 LM-O objects trains in about 2 hours (see docs/benchmarks.md for the
+measured step rate).
+``paper``: for a GPU -- 256x192 crops (DeepIM's 640x480 zoom at 4:3, downscaled), a ResNet-style
+residual backbone with ~11 M parameters, larger batches, more steps.
+``tiny``: for tests (a minute on CPU).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from posekit.errors import InputError
+
+
+@dataclass(frozen=True)
+class RefinePreset:
+    """Everything that fixes the refiner's input, network and training (stored in the workspace config)."""
+
+    name: str
+    crop_size: tuple[int, int] = (64, 64)  # (W, H) of the zoom crops fed to the network
+    window_scale: float = 1.4  # zoom window = scale x projected object extent (DeepIM-like)
+    widths: tuple[int, ...] = (32, 64, 128, 256)  # channels of the stride-2 stages
+    blocks_per_stage: int = 1  # residual blocks per stage (0 = plain conv stages)
+    fc_width: int = 256
+    groups: int = 8  # GroupNorm groups
+    max_faces: int = 2000  # decimation budget of meshes rendered while training / refining
+    n_points: int = 500  # model points of the point-matching loss
+    mask_weight: float = 1.0  # weight of the visible-mask BCE beside the point loss
+    # noise of the initial poses around the truth (a coarse estimate's errors)
+    rot_noise_deg: float = 15.0  # std of each axis-angle component; magnitude capped below
+    rot_noise_max_deg: float = 35.0
+    xy_noise: float = 0.04  # std of the x, y offset, fraction of the object's distance (~ a few cm at 1 m)
+    z_noise: float = 0.08  # std of the relative depth error (more along depth)
+    second_iter_p: float = 0.3  # share of a batch re-rendered at the network's own first output
+    batch_size: int = 32
+    steps: int = 20000
+    lr: float = 3e-4
+    checkpoint_every: int = 250
+    sample_every: int = 250
+    occlude_p: float = 0.5
+    distractor_p: float = 0.5  # another object rendered near the target (occlusion by real objects)
+    extras: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["crop_size"] = list(self.crop_size)
+        d["widths"] = list(self.widths)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> RefinePreset:
+        d = dict(d)
+        d["crop_size"] = tuple(d["crop_size"])
+        d["widths"] = tuple(d["widths"])
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+PRESETS: dict[str, RefinePreset] = {
+    "cpu": RefinePreset(name="cpu"),
+    "paper": RefinePreset(
+        name="paper", crop_size=(256, 192), widths=(64, 128, 256, 512), blocks_per_stage=2, fc_width=512,
+        groups=32, max_faces=20000, n_points=1000, batch_size=64, steps=100000, lr=3e-4,
+        checkpoint_every=1000, sample_every=1000,
+    ),
+    "tiny": RefinePreset(
+        name="tiny", crop_size=(48, 48), widths=(16, 32, 64), blocks_per_stage=0, fc_width=128, groups=4,
+        max_faces=800, n_points=200, batch_size=12, steps=300, lr=2e-3, checkpoint_every=100, sample_every=0,
+        rot_noise_deg=8.0, rot_noise_max_deg=20.0, second_iter_p=0.0, occlude_p=0.0, distractor_p=0.0,
+    ),
+}
+
+
+def get_preset(name: str) -> RefinePreset:
+    """The named preset; InputError listing the choices otherwise."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise InputError(f"--preset: unknown refiner preset {name!r}; choose one of {', '.join(PRESETS)}") from None
+
+
+__all__ = ["RefinePreset", "PRESETS", "get_preset"]

@@ -1,0 +1,209 @@
+"""Test-time refinement: render at the current pose, crop, predict the update, repeat -- batched over all
+detections of one image.
+
+    refiner = Refiner.load("ws_refiner")                    # config.json + checkpoints/last.pt
+    out = refiner.refine(observation, objects=[8, 9], R=R0, t=t0, iters=4)
+    out.R[-1], out.t[-1]                                    # refined poses (B, 3, 3), (B, 3) mm
+    out.R[k], out.t[k]                                      # after iteration k (0 = the initial poses)
+    out.times[k - 1]                                        # seconds of iteration k (render + network)
+
+Renderer (``renderer=``): ``"pyrender"`` (OpenGL, one render per crop; the training renderer, fast on
+CPU through EGL), ``"pytorch3d"`` (``DiffRenderer``, one batched call; the CUDA choice), ``"auto"``
+(PyTorch3D on CUDA, pyrender on CPU: see docs/benchmarks.md for the measured speeds).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from posekit.cad.model import ObjectModel
+from posekit.errors import InputError
+from posekit.estimate.types import Observation
+from posekit.geometry.crop import crop_images, crop_intrinsics
+from posekit.methods.refine.network import RefineNet
+from posekit.methods.refine.pairs import RefineObject, prepare_object, render_crops, zoom_windows
+from posekit.methods.refine.presets import RefinePreset
+from posekit.methods.refine.train import read_config
+from posekit.methods.refine.update import apply_update
+from posekit.train.checkpoint import load_checkpoint
+from posekit.train.loop import checkpoint_path, resolve_device
+
+RENDERERS = ("auto", "pyrender", "pytorch3d")
+
+
+@dataclass
+class RefineRun:
+    """Poses after each iteration and what they cost.
+
+    R (iters + 1, B, 3, 3), t (iters + 1, B, 3) mm; index 0 holds the initial poses.
+    times / render_times / network_times (iters,): seconds of each iteration for the whole batch.
+    mask_probs (B, h, w): the network's observed visible mask of the last iteration, in the crop
+    ``windows`` (B, 4) (x0, y0, w, h, image pixels) whose intrinsics are ``K_crops`` (B, 3, 3).
+    """
+
+    R: np.ndarray
+    t: np.ndarray
+    times: list[float] = field(default_factory=list)
+    render_times: list[float] = field(default_factory=list)
+    network_times: list[float] = field(default_factory=list)
+    mask_probs: np.ndarray | None = None
+    windows: np.ndarray | None = None
+    K_crops: np.ndarray | None = None
+
+    def history(self, i: int) -> list[dict]:
+        """Detection ``i``'s pose after each iteration, JSON-ready (``PoseEstimate.history`` entries)."""
+        out = []
+        for k in range(len(self.R)):
+            e = {"iteration": k, "R": self.R[k, i].reshape(-1).tolist(), "t": self.t[k, i].tolist()}
+            if k > 0:
+                e["time"] = float(self.times[k - 1])
+            out.append(e)
+        return out
+
+
+def _image_tensor(image: np.ndarray, device) -> torch.Tensor:
+    a = np.asarray(image)
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    x = torch.from_numpy(np.ascontiguousarray(a[..., :3])).to(device).permute(2, 0, 1).float()
+    return (x / 255.0 if a.dtype == np.uint8 else x)[None]
+
+
+class Refiner:
+    """A trained refiner with its objects and renderer (see the module docstring)."""
+
+    def __init__(self, net: RefineNet, preset: RefinePreset, objects: list[RefineObject],
+                 device: str | torch.device = "auto", renderer: str = "auto") -> None:
+        if renderer not in RENDERERS:
+            raise InputError(f"--renderer must be one of {', '.join(RENDERERS)}, got {renderer!r}")
+        self.device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
+        self.net = net.to(self.device).eval()
+        self.preset, self.objects = preset, objects
+        if renderer == "auto":
+            renderer = "pytorch3d" if self.device.type == "cuda" else "pyrender"
+        self.renderer_name = renderer
+        self._renderer = None
+        self._diff = None
+
+    # ---- construction
+    @classmethod
+    def load(cls, workspace: str | Path, models: Sequence[ObjectModel] | None = None, device: str = "auto",
+             renderer: str = "auto") -> Refiner:
+        """A refiner from a workspace written by ``posekit train refine``.
+
+        ``models``: the objects' meshes (matched to the workspace's by mesh hash; every trained
+        object must be given); None -> loaded from the CAD paths recorded in config.json.
+        """
+        ws = Path(workspace)
+        cfg = read_config(ws)
+        preset = RefinePreset.from_json(cfg["preset"])
+        recs = cfg["objects"]
+        if models is None:
+            from posekit.cad.load import load_model
+
+            models = []
+            for r in recs:
+                if not r.get("cad") or not Path(r["cad"]).is_file():
+                    raise InputError(f"{ws / 'config.json'}: CAD file {r.get('cad')!r} of {r['name']} not found; pass the models")
+                models.append(load_model(r["cad"], units="mm", obj_id=r.get("obj_id"), symmetries=r["models_info"]))
+        by_hash = {m.mesh_hash: m for m in models}
+        ordered = []
+        for r in recs:
+            m = by_hash.get(r["mesh_hash"])
+            if m is None:
+                raise InputError(f"{ws / 'config.json'}: object {r['name']} (mesh hash {r['mesh_hash']}) is not among "
+                                 "the given models; the refiner must be used with the meshes it was trained on")
+            if m.obj_id is None and r.get("obj_id") is not None:
+                m.obj_id = int(r["obj_id"])
+            ordered.append(m)
+        state = load_checkpoint(checkpoint_path(ws))
+        net = RefineNet(preset)
+        net.load_state_dict(state["model"])
+        return cls(net, preset, [prepare_object(m, preset) for m in ordered], device=device, renderer=renderer)
+
+    def object_index(self, key: int | str) -> int:
+        """Index of an object by BOP obj_id (int), name or mesh hash."""
+        for i, o in enumerate(self.objects):
+            m = o.model
+            if (isinstance(key, (int, np.integer)) and m.obj_id == int(key)) or key in (m.name, m.mesh_hash):
+                return i
+        known = ", ".join(f"{o.model.name} (obj_id {o.model.obj_id})" for o in self.objects)
+        raise InputError(f"the refiner was not trained for object {key!r}; it knows {known}")
+
+    # ---- rendering
+    def _get_renderer(self):
+        W, H = self.preset.crop_size
+        if self.renderer_name == "pyrender":
+            if self._renderer is None:
+                from posekit.render.gl import OffscreenRenderer
+
+                self._renderer = OffscreenRenderer(W, H)
+            return self._renderer
+        if self._diff is None:
+            from posekit.render.diff import DiffRenderer
+
+            self._diff = DiffRenderer([o.render_model for o in self.objects], image_size=(W, H), max_faces=None,
+                                      device=self.device, hard=True)
+        return self._diff
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+    # ---- refinement
+    @torch.no_grad()
+    def refine(self, observation: Observation, objects: Sequence[int | str], R, t, iters: int = 4) -> RefineRun:
+        """Refine B poses of objects in one image; see :class:`RefineRun`.
+
+        objects: B keys (obj_id / name / hash, see :meth:`object_index`); R (B, 3, 3), t (B, 3) mm.
+        """
+        if iters < 0:
+            raise InputError(f"--iters must be >= 0, got {iters}")
+        R = np.asarray(R, dtype=np.float64).reshape(-1, 3, 3)
+        t = np.asarray(t, dtype=np.float64).reshape(-1, 3)
+        B = len(R)
+        if len(objects) != B or len(t) != B:
+            raise ValueError(f"refine: {len(objects)} objects, {len(R)} rotations and {len(t)} translations")
+        if B and np.any(t[:, 2] <= 0):
+            raise InputError("refine: initial poses must put the objects in front of the camera (t_z > 0)")
+        idx = np.array([self.object_index(k) for k in objects], dtype=np.int64)
+        run = RefineRun(R=np.empty((iters + 1, B, 3, 3)), t=np.empty((iters + 1, B, 3)))
+        run.R[0], run.t[0] = R, t
+        if B == 0:
+            return run
+        size = tuple(self.preset.crop_size)
+        img = _image_tensor(observation.image, self.device)
+        K = np.broadcast_to(observation.camera.K, (B, 3, 3))
+        renderer = self._get_renderer()
+        for k in range(1, iters + 1):
+            t0 = time.perf_counter()
+            win = zoom_windows(self.objects, idx, R, t, K, self.preset)
+            Kc = crop_intrinsics(np.asarray(K, np.float64), win, size)
+            obs = crop_images(img.expand(B, -1, -1, -1), torch.as_tensor(win, dtype=torch.float32, device=self.device), size)
+            rgb, mask = render_crops(renderer, self.objects, idx, R, t, Kc, size)
+            t1 = time.perf_counter()
+            out = self.net(torch.cat([obs, rgb.to(self.device), mask.to(self.device)], dim=1))
+            dR = out.dR.double().cpu().numpy()
+            v = out.v.double().cpu().numpy()
+            R, t = apply_update(R, t, dR, v, Kc, np.full(B, float(size[0])))
+            t2 = time.perf_counter()
+            run.R[k], run.t[k] = R, t
+            run.times.append(t2 - t0)
+            run.render_times.append(t1 - t0)
+            run.network_times.append(t2 - t1)
+            if k == iters:
+                probs = torch.sigmoid(F.interpolate(out.mask_logits, size=size[::-1], mode="bilinear", align_corners=False))
+                run.mask_probs = probs[:, 0].cpu().numpy()
+                run.windows, run.K_crops = win, Kc
+        return run
+
+
+__all__ = ["Refiner", "RefineRun", "RENDERERS"]

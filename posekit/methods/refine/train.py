@@ -1,0 +1,238 @@
+"""Training the refiner on the shared trainer (``posekit.train.loop``): one network for all given objects.
+
+Workspace layout (``--out``):
+  config.json               preset, objects (name, obj_id, mesh hash, CAD path, diameter, models_info
+                            entry with symmetries), data source -- what ``load_refiner`` needs
+  checkpoints/last.pt       the shared trainer's atomic checkpoint (``--resume`` continues it)
+  curves.png, samples.png   loss curve; rows of observed crop / rendering / predicted mask / true mask
+
+Each step: draw observed patches (synthetic on the fly, or a BOP dataset), perturb their true
+poses, build the zoom-in pairs, and for ``second_iter_p`` of the batch run the network once and
+rebuild the pair at its own output (DeepIM trains on its iterates too, so it learns to correct
+its own typical residuals, not only the synthetic noise).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from posekit.cad.model import ObjectModel
+from posekit.data.jsonio import write_json_atomic
+from posekit.errors import InputError
+from posekit.methods.refine.loss import pad_symmetries, refine_loss
+from posekit.methods.refine.network import RefineNet
+from posekit.methods.refine.pairs import (
+    DEFAULT_CAMERA,
+    BopObserved,
+    PairBatch,
+    PooledObserved,
+    RefineObject,
+    SyntheticObserved,
+    make_pairs,
+    perturb_poses,
+    prepare_object,
+    torch_rng,
+)
+from posekit.methods.refine.presets import RefinePreset
+from posekit.methods.refine.update import apply_update
+from posekit.train.loop import TrainConfig, TrainContext, TrainResult, distributed_env, resolve_device, train
+
+CONFIG_NAME = "config.json"
+METHOD = "deepim-refiner"
+
+
+class ObjectTensors:
+    """Per-object loss data stacked for gathering by object index: points, diameters, padded symmetries."""
+
+    def __init__(self, objects: list[RefineObject], device: torch.device | str = "cpu") -> None:
+        self.points = torch.as_tensor(np.stack([o.points for o in objects]), dtype=torch.float32, device=device)
+        self.diameters = torch.tensor([o.diameter for o in objects], dtype=torch.float32, device=device)
+        self.symmetries = pad_symmetries([o.symmetries for o in objects], device=device)
+
+    def to(self, device) -> ObjectTensors:
+        self.points, self.diameters, self.symmetries = (x.to(device) for x in (self.points, self.diameters, self.symmetries))
+        return self
+
+
+def pair_loss(net: torch.nn.Module, pb: PairBatch, data: ObjectTensors, mask_weight: float):
+    """The loss of the network on a pair batch (see ``loss.refine_loss``)."""
+    out = net(pb.inputs)
+    i = pb.obj_index
+    return refine_loss(out, pb.R_src, pb.t_src, pb.R_gt, pb.t_gt, pb.K, pb.unit, data.points[i], data.diameters[i],
+                       data.symmetries[i], pb.visible_mask, mask_weight)
+
+
+class RefineTrainTask:
+    """The refiner as a ``posekit.train.loop.TrainTask``."""
+
+    def __init__(self, objects: list[RefineObject], preset: RefinePreset, source, renderer) -> None:
+        self.objects, self.preset, self.source, self.renderer = objects, preset, source, renderer
+        self.model = RefineNet(preset)
+        self.data = ObjectTensors(objects)
+
+    def batch(self, step: int, ctx: TrainContext) -> PairBatch:
+        pre, gen = self.preset, ctx.generator
+        n = ctx.share(pre.batch_size)
+        obs = self.source.sample(n, gen)
+        rng = torch_rng(gen)
+        R0, t0 = perturb_poses(obs.R, obs.t, pre, rng)
+        pb = make_pairs(obs.images, obs.K, R0, t0, obs.obj_index, self.objects, pre, self.renderer, masks=obs.masks,
+                        R_gt=obs.R, t_gt=obs.t, gen=gen, device=ctx.device)
+        k = int(round(pre.second_iter_p * n))
+        if k > 0:
+            sel = np.sort(rng.choice(n, size=k, replace=False))
+            with torch.no_grad():
+                out = self.model(pb.inputs[sel])
+                R1, t1 = apply_update(pb.R_src[sel].double(), pb.t_src[sel].double(), out.dR.double(),
+                                      out.v.double(), pb.K[sel].double(), pb.unit[sel].double())
+            R1, t1 = R1.cpu().numpy(), t1.cpu().numpy()
+            ok = np.isfinite(t1).all(1) & (t1[:, 2] > 0.3 * obs.t[sel, 2])  # keep sane iterates only
+            sel, R1, t1 = sel[ok], R1[ok], t1[ok]
+            if len(sel):
+                p2 = make_pairs(obs.images[sel], obs.K[sel], R1, t1, obs.obj_index[sel], self.objects, pre,
+                                self.renderer, masks=obs.masks[sel], R_gt=obs.R[sel], t_gt=obs.t[sel], gen=gen,
+                                device=ctx.device)
+                for name in ("inputs", "visible_mask", "R_src", "t_src", "K", "unit", "windows"):
+                    getattr(pb, name)[torch.as_tensor(sel, device=ctx.device)] = getattr(p2, name)
+        return pb
+
+    def loss(self, model: torch.nn.Module, pb: PairBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        self.data.to(pb.inputs.device)
+        t = pair_loss(model, pb, self.data, self.preset.mask_weight)
+        return t.total, {"rot": t.rot, "xy": t.xy, "z": t.z, "mask": t.mask}
+
+    def samples(self, model: torch.nn.Module, pb: PairBatch) -> list[np.ndarray] | None:
+        n = min(8, len(pb.inputs))
+        x = pb.inputs[:n]
+        out = model(x)
+        size = x.shape[-2:]
+        pm = torch.sigmoid(torch.nn.functional.interpolate(out.mask_logits, size=size, mode="bilinear",
+                                                           align_corners=False))
+        rows = [x[:, :3], x[:, 3:6], pm.expand(-1, 3, -1, -1)]
+        if pb.visible_mask is not None:
+            rows.append(pb.visible_mask[:n].expand(-1, 3, -1, -1))
+        return [r.permute(0, 2, 3, 1).clamp(0, 1).cpu().numpy() for r in rows]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def object_record(model: ObjectModel) -> dict:
+    return {
+        "name": model.name, "obj_id": model.obj_id, "mesh_hash": model.mesh_hash, "diameter": float(model.diameter),
+        "cad": str(Path(model.source).resolve()) if model.source else None,
+        "models_info": model.models_info_entry(),
+    }
+
+
+def write_config(ws: Path, models: list[ObjectModel], preset: RefinePreset, data: str | None) -> Path:
+    return write_json_atomic(ws / CONFIG_NAME, {
+        "method": METHOD, "preset": preset.to_json(), "objects": [object_record(m) for m in models],
+        "data": data,
+    })
+
+
+def read_config(ws: str | Path) -> dict:
+    """The workspace's config.json; InputError naming the file when it is missing or not a refiner's."""
+    path = Path(ws) / CONFIG_NAME
+    if not path.is_file():
+        raise InputError(f"{ws}: not a refiner workspace (no {CONFIG_NAME}; train one with `posekit train refine`)")
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: unreadable workspace config ({exc})") from None
+    if cfg.get("method") != METHOD:
+        raise InputError(f"{path}: method is {cfg.get('method')!r}, not a refiner workspace ({METHOD})")
+    return cfg
+
+
+def check_workspace(ws: Path, models: list[ObjectModel], preset: RefinePreset, resume: bool) -> None:
+    """A resumed (or reused) workspace must hold the same meshes and preset."""
+    if not (ws / CONFIG_NAME).is_file():
+        return
+    cfg = read_config(ws)
+    old = [o["mesh_hash"] for o in cfg["objects"]]
+    new = [m.mesh_hash for m in models]
+    if old != new:
+        raise InputError(f"{ws / CONFIG_NAME}: trained for meshes {old}, but --cad gives {new} (same files, same order)")
+    if resume and cfg["preset"]["name"] != preset.name:
+        raise InputError(f"{ws} was trained with --preset {cfg['preset']['name']}; resume it with that preset")
+
+
+@dataclass
+class RefineTrainResult:
+    workspace: Path
+    train: TrainResult
+
+
+def train_refiner(
+    models: list[ObjectModel],
+    workspace: str | Path,
+    preset: RefinePreset,
+    steps: int | None = None,
+    resume: bool = False,
+    device: str = "auto",
+    data: str | Path | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    threads: int | None = None,
+    pool: int | None = None,
+) -> RefineTrainResult:
+    """Train one refiner for ``models`` into ``workspace``.
+
+    ``data``: a BOP dataset with masks (``posekit render`` output) whose obj_ids are the models'
+    ``obj_id``; None -> domain-randomised patches rendered on the fly. ``steps`` overrides the preset's.
+    ``pool``: draw that many observed patches once and reuse them (``PooledObserved``; quick runs).
+    """
+    from posekit.render.gl import OffscreenRenderer
+
+    if not models:
+        raise InputError("posekit train refine: give at least one --cad")
+    ws = Path(workspace)
+    if ws.exists() and not ws.is_dir():
+        raise InputError(f"{ws}: exists and is not a folder (--out must be a workspace folder)")
+    check_workspace(ws, models, preset, resume)
+    rank, world, local = distributed_env()
+    dev = resolve_device(device, local)
+    ws.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        write_config(ws, models, preset, str(data) if data else None)
+    objects = [prepare_object(m, preset) for m in models]
+    W, H = preset.crop_size
+    renderer = OffscreenRenderer(W, H)
+    obs_renderer = None
+    if data:
+        ids = [m.obj_id for m in models]
+        if any(i is None for i in ids):
+            raise InputError("--data needs every --cad to carry a BOP obj_id (pass models named obj_XXXXXX.ply)")
+        source = BopObserved(data, objects, ids, preset)
+    else:
+        obs_renderer = OffscreenRenderer(*SyntheticObserved.patch_size_for(preset))
+        source = SyntheticObserved(objects, preset, obs_renderer, camera=DEFAULT_CAMERA)
+    if pool:
+        source = PooledObserved(source, int(pool), torch.Generator().manual_seed(seed + 1))
+    torch.manual_seed(seed)
+    task = RefineTrainTask(objects, preset, source, renderer)
+    cfg = TrainConfig(out_dir=ws, steps=steps if steps is not None else preset.steps, lr=preset.lr,
+                      checkpoint_every=preset.checkpoint_every, sample_every=preset.sample_every, seed=seed,
+                      device=str(dev), resume=resume, progress=progress, grad_clip=10.0, threads=threads)
+    try:
+        result = train(task, cfg)
+    finally:
+        renderer.close()
+        if obs_renderer is not None:
+            obs_renderer.close()
+    return RefineTrainResult(workspace=ws, train=result)
+
+
+__all__ = ["RefineTrainTask", "train_refiner", "read_config", "write_config", "ObjectTensors", "pair_loss",
+           "RefineTrainResult", "CONFIG_NAME"]
