@@ -18,7 +18,13 @@ way in. A white-lit surface (total linear light 1.0) therefore shows its model c
 
 Meshes are uploaded once per ``ObjectModel`` (cached by object identity, LRU-bounded) and kept in
 one persistent scene; a render only moves nodes and toggles visibility, so re-rendering the same
-model does not re-upload it.
+model does not re-upload it (so do not edit a model's arrays in place between renders: pass a new
+``ObjectModel``, or call ``clear_cache``).
+
+Passes: RGB comes from pyrender's 4x-multisampled colour pass (anti-aliased edges); depth and the
+label map from a SEG pass (multisampling off, so each value is sampled at the pixel centre, the
+same sampling as ``project_points`` and PyTorch3D); each object's full silhouette, when there are
+several, from one more SEG pass with only that object. Triangles are drawn two-sided.
 """
 
 from __future__ import annotations
