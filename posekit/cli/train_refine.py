@@ -1,0 +1,74 @@
+"""`posekit train refine`: train one DeepIM-style refiner for one or more CAD models into a workspace.
+
+Registered on the `train` sub-app of ``posekit/cli/train.py`` (``register_refine(train_app)``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from posekit.cli._common import guarded
+from posekit.errors import InputError
+
+
+def _preset(name: str, out: Path, resume: bool, device: str):
+    """--preset, 'auto' = paper on CUDA else cpu; a resumed workspace keeps its own preset."""
+    import torch
+
+    from posekit.methods.refine.presets import RefinePreset, get_preset
+    from posekit.methods.refine.train import CONFIG_NAME, read_config
+
+    if resume and (out / CONFIG_NAME).is_file():
+        saved = RefinePreset.from_json(read_config(out)["preset"])
+        if name not in ("auto", saved.name):
+            raise InputError(f"{out} was trained with --preset {saved.name}; resume it with that preset")
+        return saved
+    if name == "auto":
+        cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+        name = "paper" if cuda else "cpu"
+    return get_preset(name)
+
+
+def train_refine_command(
+    cad: list[Path] = typer.Option(..., "--cad", help="CAD file of an object (repeat for several objects: one "
+                                   "network for all)."),
+    out: Path = typer.Option(..., "--out", help="Workspace folder (config.json, checkpoints, curves)."),
+    preset: str = typer.Option("auto", "--preset", help="cpu | paper | tiny | auto (paper on CUDA, else cpu); "
+                               "a resumed run keeps its own."),
+    steps: int | None = typer.Option(None, "--steps", help="Total optimiser steps (default: the preset's)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from WORKSPACE/checkpoints/last.pt."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    units: str = typer.Option("auto", "--units", help="CAD units: mm | m | auto."),
+    data: Path | None = typer.Option(None, "--data", help="Train on a BOP dataset with masks (e.g. `posekit render` "
+                                     "output) instead of patches rendered on the fly; needs obj_XXXXXX CAD names."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the weights and the training stream."),
+) -> None:
+    """Train a DeepIM-style refiner (Li et al. 2018) on domain-randomised renders of the --cad objects.
+
+    Several GPUs: torchrun --nproc_per_node=N -m posekit train refine ...
+    """
+    import re
+
+    from posekit.cad.load import load_model
+    from posekit.methods.refine.train import train_refiner
+    from posekit.train.loop import resolve_device
+
+    resolve_device(device)
+    models = []
+    for path in cad:
+        match = re.search(r"obj_0*(\d+)", path.stem)
+        models.append(load_model(path, units=units, obj_id=int(match.group(1)) if match else None))
+    chosen = _preset(preset, out, resume, device)
+    result = train_refiner(models, out, chosen, steps=steps, resume=resume, device=device, data=data, seed=seed)
+    tr = result.train
+    if tr.losses:
+        tail = tr.losses[-min(50, len(tr.losses)):]
+        typer.echo(f"trained {chosen.name} refiner for {len(models)} object(s) to step {tr.step} "
+                   f"(loss {sum(tail) / len(tail):.4g}, {tr.seconds:.0f} s this run) -> {out}")
+
+
+def register_refine(train_app: typer.Typer) -> None:
+    """Add `refine` to the `train` sub-app."""
+    train_app.command("refine")(guarded(train_refine_command))
