@@ -4,8 +4,8 @@ Input: 7 channels stacked -- observed RGB (3), RGB rendered at the current pose 
 (1) -- all in the same zoom-in crop, values in [0, 1]. Outputs (see ``update.py`` for the meaning):
 
 * ``rot6d`` (B, 6): the camera-frame rotation update in the continuous 6D form, initialised to
-  the identity (the last layer starts at zero weights with the identity as bias), so an untrained
-  refiner leaves poses unchanged;
+  the identity (the last layer starts at tiny weights with the identity as bias), so an untrained
+  refiner leaves poses (almost) unchanged;
 * ``v`` (B, 3): (vx, vy, vz), initialised to 0;
 * ``mask_logits`` (B, 1, H/4, W/4): the object's visible mask in the *observed* crop (DeepIM's
   auxiliary output; ``polish`` aligns the silhouette with it).
@@ -99,10 +99,10 @@ class RefineNet(nn.Module):
         c8 = w[2] if len(w) > 2 else w[1]
         self.mask_fuse = _conv_gn(c4 + c8, c4, 1, g)
         self.mask_out = nn.Conv2d(c4, 1, 1)
-        with torch.no_grad():
-            self.rot_head.weight.zero_()
+        with torch.no_grad():  # near-identity start; small (not zero) weights let gradients reach the backbone
+            self.rot_head.weight.normal_(0.0, 1e-3)
             self.rot_head.bias.copy_(torch.tensor(IDENTITY_6D))
-            self.trans_head.weight.zero_()
+            self.trans_head.weight.normal_(0.0, 1e-3)
             self.trans_head.bias.zero_()
 
     @staticmethod
