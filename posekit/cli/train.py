@@ -14,7 +14,7 @@ from posekit.cli._common import guarded
 from posekit.errors import InputError
 
 train_app = typer.Typer(
-    help="Train a pose method's network for one object into a workspace folder.",
+    help="Train a pose method's network (aae: one object; refine: one network for several objects) into a workspace folder.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -114,4 +114,7 @@ def aae_codebook_command(
 
 
 def register(app: typer.Typer) -> None:
+    from posekit.cli.train_refine import register_refine
+
+    register_refine(train_app)
     app.add_typer(train_app, name="train")
