@@ -41,9 +41,13 @@ def part():
 
 @pytest.fixture(scope="module")
 def tiny_ws(part, tmp_path_factory):
-    """A tiny AAE trained for TINY.steps steps on the assets part (backgrounds, lighting, jitter; no occluders)."""
+    """A tiny AAE trained for TINY.steps steps on the assets part.
+
+    Its augmentation is what the test images need (random backgrounds, colour jitter, a little box
+    jitter and noise); occluders, relighting and blur are left to the full presets.
+    """
     ws = tmp_path_factory.mktemp("aae") / "ws"
-    aug = AugmentConfig(occlude_p=0.0, scale=(0.9, 1.1), shift=0.05, blur_p=0.3, noise_p=0.3)
+    aug = AugmentConfig(occlude_p=0.0, relight_p=0.0, scale=(0.95, 1.05), shift=0.02, blur_p=0.0, noise_p=0.2)
     result = train_aae(part, ws, TINY, device="cpu", progress=False, augment=aug)
     return ws, result
 
@@ -174,7 +178,12 @@ def _render_tests(part, n: int, seed: int, size: int = 160):
 
 
 def test_tiny_aae_estimates_rotations(part, tiny_ws, tmp_path):
-    """The chain works end to end: most rotations from the codebook are within 20 degrees."""
+    """The chain works end to end: most rotations from the codebook are within 20 degrees.
+
+    (The tiny model gets about 60 % here; most misses are 180-degree flips about an axis in the
+    bracket's xz plane, which swaps its two near-equal plates — a near-symmetry that 48-pixel crops
+    after 400 steps resolve only partly.)
+    """
     from posekit.geometry.rotations import geodesic_distance
     from posekit.train.curves import save_image_grid
 
@@ -184,10 +193,10 @@ def test_tiny_aae_estimates_rotations(part, tiny_ws, tmp_path):
         assert (ws_path / name).is_file(), name
     ws = load_workspace(ws_path, model=part)
     assert len(ws.codebook) == TINY.codebook_views * TINY.codebook_inplane
-    imgs, boxes, Rs = _render_tests(part, 24, seed=5)
+    imgs, boxes, Rs = _render_tests(part, 40, seed=5)
     crops, _ = ws.crop(imgs, boxes)
     idx, sims = ws.lookup(ws.encode(crops), top_k=3)
-    assert idx.shape == (24, 3) and (sims[:, 0] >= sims[:, 1]).all()
+    assert idx.shape == (40, 3) and (sims[:, 0] >= sims[:, 1]).all()
     R_est = ws.codebook.rotations[idx[:, 0].numpy()]
     err = np.degrees(geodesic_distance(R_est, Rs))
     save_image_grid([crops.permute(0, 2, 3, 1).numpy()], tmp_path / "test_crops.png", scale=2)

@@ -154,3 +154,16 @@ def test_sigkill_then_resume(tmp_path):
     assert out.returncode == 0, out.stderr
     assert f"STEP 60 FROM {saved} N 60" in out.stdout
     assert not list(ckpt.parent.glob("*.tmp"))
+
+
+def test_learning_rate_schedule():
+    from posekit.train.loop import learning_rate
+
+    cfg = TrainConfig(out_dir=Path("."), steps=100, lr=1.0, lr_schedule="cosine", lr_final_ratio=0.1, warmup_steps=10)
+    lrs = [learning_rate(cfg, s) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert (np.diff(lrs[9:]) <= 1e-12).all()  # non-increasing after the warm-up
+    assert learning_rate(cfg, 100) == pytest.approx(0.1)
+    assert learning_rate(TrainConfig(out_dir=Path("."), steps=5, lr=0.3), 4) == 0.3
+    with pytest.raises(InputError):
+        TrainConfig(out_dir=Path("."), steps=5, lr_schedule="step")

@@ -48,12 +48,17 @@ class TrainConfig:
     resume: bool = False
     progress: bool = True
     grad_clip: float | None = None
+    lr_schedule: str = "constant"  # "constant" | "cosine" (to lr_final_ratio * lr at the last step)
+    lr_final_ratio: float = 0.05
+    warmup_steps: int = 0
     threads: int | None = None  # torch.set_num_threads on CPU; None leaves torch's default
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
         if self.steps < 0:
             raise InputError(f"--steps must be >= 0, got {self.steps}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise InputError(f"lr schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         if self.checkpoint_every <= 0:
             raise InputError(f"checkpoint interval must be positive, got {self.checkpoint_every}")
 
@@ -107,6 +112,20 @@ class TrainResult:
     samples: Path | None = None
     resumed_from: int | None = None
     seconds: float = 0.0
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """The learning rate of optimiser step ``step`` (0-based): linear warm-up, then constant or cosine decay.
+
+    A pure function of the step, so a resumed run follows the same schedule without scheduler state.
+    """
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "cosine" and cfg.steps > cfg.warmup_steps:
+        t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        lo = cfg.lr * cfg.lr_final_ratio
+        return lo + 0.5 * (cfg.lr - lo) * (1.0 + math.cos(math.pi * min(1.0, t)))
+    return cfg.lr
 
 
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
@@ -241,6 +260,9 @@ def train(task: TrainTask, cfg: TrainConfig, optimizer: torch.optim.Optimizer | 
     batch = None
     try:
         while result.step < cfg.steps:
+            lr = learning_rate(cfg, result.step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             batch = task.batch(result.step, ctx)
             loss, extras = task.loss(net, batch)
             optimizer.zero_grad(set_to_none=True)

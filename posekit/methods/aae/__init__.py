@@ -12,7 +12,7 @@ from posekit.methods.aae.codebook import (
     load_workspace,
     rebuild_codebook,
 )
-from posekit.methods.aae.crops import crop_boxes, mask_box, rotated_crops, square_window
+from posekit.methods.aae.crops import crop_boxes, mask_box, square_window, turned_crops
 from posekit.methods.aae.network import AugmentedAutoencoder, bootstrapped_l2
 from posekit.methods.aae.presets import PRESETS, AaePreset, get_preset
 from posekit.methods.aae.train import AaeTrainResult, AaeTrainTask, RenderCache, build_render_cache, train_aae
@@ -20,5 +20,5 @@ from posekit.methods.aae.train import AaeTrainResult, AaeTrainTask, RenderCache,
 __all__ = [
     "PRESETS", "AaePreset", "AaeTrainResult", "AaeTrainTask", "AaeWorkspace", "AugmentedAutoencoder", "Codebook",
     "RenderCache", "bootstrapped_l2", "build_codebook", "build_render_cache", "crop_boxes", "get_preset",
-    "load_workspace", "mask_box", "rebuild_codebook", "rotated_crops", "square_window", "train_aae",
+    "load_workspace", "mask_box", "rebuild_codebook", "turned_crops", "square_window", "train_aae",
 ]

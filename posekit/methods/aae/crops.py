@@ -72,53 +72,58 @@ def crop_boxes(images: torch.Tensor, boxes_xywh, size: int, pad: float = DEFAULT
     return sample_windows(images, theta, size, supersample=max(1, math.ceil(ratio))), windows
 
 
-def rotated_crops(
-    images: torch.Tensor, masks: torch.Tensor, angles: torch.Tensor, size: int, pad: float = DEFAULT_PAD,
+def turned_boxes(mask: torch.Tensor, angles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tight boxes of a centred render's (H, W) mask turned by each of ``angles`` (A,) about the image centre.
+
+    Returns (sides (A,) = max(w, h), centres (A, 2) relative to the image centre), in pixels; the
+    box of a turn is the extent of the turned pixel centres +- half a pixel.
+    """
+    H, W = mask.shape[-2:]
+    ys, xs = torch.nonzero(mask.reshape(H, W) > 0.5, as_tuple=True)
+    A = angles.shape[0]
+    if len(xs) == 0:
+        return torch.ones(A, device=mask.device), torch.zeros(A, 2, device=mask.device)
+    dx, dy = xs.float() - (W - 1) / 2.0, ys.float() - (H - 1) / 2.0
+    cos, sin = torch.cos(angles.float())[:, None], torch.sin(angles.float())[:, None]
+    rx, ry = cos * dx - sin * dy, sin * dx + cos * dy  # (A, P)
+    x0, x1 = rx.amin(1) - 0.5, rx.amax(1) + 0.5
+    y0, y1 = ry.amin(1) - 0.5, ry.amax(1) + 0.5
+    return torch.maximum(x1 - x0, y1 - y0), torch.stack([0.5 * (x0 + x1), 0.5 * (y0 + y1)], 1)
+
+
+def turned_crops(
+    image: torch.Tensor, mask: torch.Tensor, angles: torch.Tensor, size: int, pad: float = DEFAULT_PAD,
     extra: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
-    """Rotate centred renders in-plane and crop them by the AAE convention, in one resampling.
+    """Turn one centred render in-plane by each of ``angles`` and crop it by the AAE convention, in one resampling.
 
     For an object rendered centred with fx = fy and the principal point at the image centre, turning
     the object by ``angle`` about the optical axis (R' = Rz(angle) R) turns its image by the same
     angle about the centre, exactly. The tight box of the turned image is found by turning the
     mask's pixel centres; the square window around it is cut with one ``grid_sample``.
 
-    images (B, 3, H, H), masks (B, 1, H, H) float, angles (B,) radians, extra (B, C, H, H) sampled along.
-    Returns (crops (B, 3, S, S), crop masks (B, 1, S, S), extra crops or None,
-    tight-box sides max(w, h) (B,) in render pixels, offset (B, 2) of the image centre (where the
-    object's origin projects) from the tight-box centre, in render pixels).
+    image (3, H, H), mask (1, H, H) float, angles (A,) radians, extra (C, H, H) sampled along.
+    Returns (crops (A, 3, S, S), crop masks (A, 1, S, S), extra crops or None, tight-box sides
+    max(w, h) (A,) in render pixels, offset (A, 2) of the image centre (where the object's origin
+    projects) from the tight-box centre, in render pixels).
     """
-    B, _, H, W = images.shape
+    C, H, W = image.shape
     if H != W:
-        raise ValueError("rotated_crops needs square renders")
-    dev = images.device
-    c = (W - 1) / 2.0
+        raise ValueError("turned_crops needs square renders")
+    A = angles.shape[0]
+    sides, centres = turned_boxes(mask, angles)
     cos, sin = torch.cos(angles.float()), torch.sin(angles.float())
-    sides = torch.zeros(B, device=dev)
-    centres = torch.zeros(B, 2, device=dev)
-    for i in range(B):  # a box per image from its mask pixels (few thousand points each)
-        ys, xs = torch.nonzero(masks[i, 0] > 0.5, as_tuple=True)
-        if len(xs) == 0:
-            sides[i] = 1.0
-            continue
-        dx, dy = xs.float() - c, ys.float() - c
-        rx, ry = cos[i] * dx - sin[i] * dy, sin[i] * dx + cos[i] * dy
-        x0, x1 = rx.min() - 0.5, rx.max() + 0.5
-        y0, y1 = ry.min() - 0.5, ry.max() + 0.5
-        sides[i] = torch.maximum(x1 - x0, y1 - y0)
-        centres[i, 0], centres[i, 1] = 0.5 * (x0 + x1), 0.5 * (y0 + y1)
     half = pad * sides / 2.0  # window half-side, pixels
-    # Output normalised coords q in [-1, 1] -> rotated-image offset p' = centre + q * half ->
+    # Output normalised coords q in [-1, 1] -> turned-image offset p' = centre + q * half ->
     # source offset p = Rot(-angle) p' -> source normalised coords p / (W / 2).
     s = 2.0 / W
-    theta = torch.zeros(B, 2, 3, device=dev)
+    theta = torch.zeros(A, 2, 3, device=image.device)
     theta[:, 0, 0], theta[:, 0, 1] = cos * half * s, sin * half * s
     theta[:, 1, 0], theta[:, 1, 1] = -sin * half * s, cos * half * s
     theta[:, 0, 2] = (cos * centres[:, 0] + sin * centres[:, 1]) * s
     theta[:, 1, 2] = (-sin * centres[:, 0] + cos * centres[:, 1]) * s
     k = max(1, math.ceil(float((2 * half).max()) / size))
-    stack = torch.cat([images, masks] + ([extra] if extra is not None else []), dim=1)
-    out = sample_windows(stack, theta, size, supersample=k)
-    crops, cmask = out[:, :3], out[:, 3:4]
+    stack = torch.cat([image, mask] + ([extra] if extra is not None else []), dim=0)
+    out = sample_windows(stack.unsqueeze(0).expand(A, -1, -1, -1), theta, size, supersample=k)
     ext = out[:, 4:] if extra is not None else None
-    return crops, cmask, ext, sides, -centres
+    return out[:, :3], out[:, 3:4], ext, sides, -centres

@@ -24,6 +24,8 @@ class AaePreset:
     (GroupNorm, for small batches). cache_views: random rotations rendered once into the training
     cache. codebook_views x codebook_inplane: codebook size. distance_factor: render distance in
     model diameters. crop_pad: the square crop is this times the larger side of the tight box.
+    lr_schedule: "constant" or "cosine" (decay to 5 % of lr). threads: torch CPU threads (an
+    OMP_NUM_THREADS set by the user wins).
     """
 
     name: str
@@ -43,6 +45,7 @@ class AaePreset:
     bootstrap_ratio: float = 0.25
     distance_factor: float = 5.0
     crop_pad: float = 1.2
+    lr_schedule: str = "constant"
     threads: int | None = None
 
     def to_dict(self) -> dict:
@@ -68,12 +71,12 @@ PRESETS: dict[str, AaePreset] = {
     ),
     "cpu": AaePreset(
         name="cpu", image_size=64, render_size=128, filters=(32, 64, 64, 128), latent=128, batch=32,
-        steps=4000, lr=2e-4, cache_views=4000, codebook_views=642, codebook_inplane=36,
-        checkpoint_every=250, sample_every=250, norm="group", threads=2,
+        steps=6000, lr=5e-4, cache_views=4000, codebook_views=642, codebook_inplane=36,
+        checkpoint_every=250, sample_every=250, norm="group", lr_schedule="cosine", threads=2,
     ),
     "tiny": AaePreset(
-        name="tiny", image_size=32, render_size=64, filters=(16, 32, 32, 64), latent=64, batch=32,
-        steps=300, lr=1e-3, cache_views=600, codebook_views=162, codebook_inplane=36,
+        name="tiny", image_size=48, render_size=64, filters=(16, 32, 32, 64), latent=64, batch=32,
+        steps=400, lr=1e-3, cache_views=500, codebook_views=162, codebook_inplane=36,
         checkpoint_every=100, sample_every=100, norm="group", threads=1,
     ),
 }

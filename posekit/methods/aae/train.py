@@ -21,7 +21,7 @@ import torch
 from posekit.cad.model import ObjectModel
 from posekit.data.augment import AugmentConfig, Augmenter, load_background_images
 from posekit.errors import InputError
-from posekit.methods.aae.crops import rotated_crops
+from posekit.methods.aae.crops import turned_crops
 from posekit.methods.aae.network import AugmentedAutoencoder, bootstrapped_l2
 from posekit.methods.aae.presets import AaePreset
 from posekit.train.loop import TrainConfig, TrainContext, TrainResult, distributed_env, resolve_device, train
@@ -127,7 +127,6 @@ def render_crops(model: ObjectModel, rotations: np.ndarray, preset: AaePreset, a
 
     distance, K = render_camera(model, preset)
     angles = np.zeros(1) if angles is None else np.asarray(angles, dtype=np.float64)
-    A = len(angles)
     size = preset.render_size
     out: dict[str, list] = {"rgb": [], "mask": [], "normals": [], "box_size": [], "box_offset": []}
     bar = None
@@ -144,11 +143,11 @@ def render_crops(model: ObjectModel, rotations: np.ndarray, preset: AaePreset, a
             mask = torch.from_numpy(views.mask).unsqueeze(1).float()
             normals = depth_normals(torch.from_numpy(views.depth), K) if with_normals else None
             n = rgb.shape[0]
-            idx = torch.arange(n).repeat_interleave(A)
-            ang = torch.from_numpy(angles).float().repeat(n)
-            crops, cmask, cnorm, side, offset = rotated_crops(
-                rgb[idx], mask[idx], ang, preset.image_size, preset.crop_pad,
-                extra=normals[idx] if normals is not None else None)
+            ang = torch.from_numpy(angles).float()
+            parts = [turned_crops(rgb[i], mask[i], ang, preset.image_size, preset.crop_pad,
+                                  extra=normals[i] if normals is not None else None) for i in range(n)]
+            crops, cmask, side, offset = (torch.cat([p[j] for p in parts]) for j in (0, 1, 3, 4))
+            cnorm = torch.cat([p[2] for p in parts]) if normals is not None else None
             out["rgb"].append(crops)
             out["mask"].append(cmask)
             if cnorm is not None:
@@ -326,8 +325,9 @@ def train_aae(
         raise InputError(f"{ws}: exists and is not a folder (--out must be a workspace folder)")
     ws.mkdir(parents=True, exist_ok=True)
     check_workspace_mesh(ws, model)
-    if preset.threads:
-        torch.set_num_threads(preset.threads)
+    threads = None if os.environ.get("OMP_NUM_THREADS") else preset.threads
+    if threads:
+        torch.set_num_threads(threads)
     rank, world, local = distributed_env()
     dev = resolve_device(device, local)
     if world > 1 and not torch.distributed.is_initialized():
@@ -344,7 +344,7 @@ def train_aae(
     task = AaeTrainTask(preset, cache, Augmenter(augment, bg))
     cfg = TrainConfig(out_dir=ws, steps=preset.steps, lr=preset.lr, checkpoint_every=preset.checkpoint_every,
                       sample_every=preset.sample_every, seed=seed, device=str(dev), resume=resume,
-                      progress=progress, threads=preset.threads)
+                      progress=progress, threads=threads, lr_schedule=preset.lr_schedule)
     result = train(task, cfg)
     book = None
     if make_codebook and rank == 0:
