@@ -31,7 +31,7 @@ from posekit.cad.model import ObjectModel
 #: Soft-rasterisation defaults (chosen by benchmarks/diff_render.py, see docs/benchmarks.md).
 #: The softness is set in pixels: sigma (PyTorch3D's, a squared NDC distance) = (sigma_px * 2 / min(W, H))^2,
 #: so it does not change meaning with the image size.
-DEFAULT_SIGMA_PX = 0.15
+DEFAULT_SIGMA_PX = 0.07
 DEFAULT_FACES_PER_PIXEL = 4
 #: None = PyTorch3D's heuristic (naive rasteriser on CPU, where coarse-to-fine binning is not implemented).
 DEFAULT_BIN_SIZE = None
