@@ -242,7 +242,7 @@ def rebuild_codebook(path: str | Path, model: ObjectModel, device: str | torch.d
                      n_views: int | None = None, n_inplane: int | None = None, progress: bool = True) -> Path:
     """Make WORKSPACE/codebook.npz again from the last checkpoint (``posekit train aae-codebook``)."""
     ws = load_workspace(path, device, model=model, require_codebook=False)
-    if ws.preset.threads and ws.device.type == "cpu":
+    if ws.preset.threads and ws.device.type == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(ws.preset.threads)
     book = build_codebook(ws.net, model, ws.preset, ws.device, n_views, n_inplane, progress)
     return book.save(ws.path / CODEBOOK_NAME)

@@ -71,8 +71,8 @@ PRESETS: dict[str, AaePreset] = {
     ),
     "cpu": AaePreset(
         name="cpu", image_size=64, render_size=128, filters=(32, 64, 64, 128), latent=128, batch=32,
-        steps=6000, lr=5e-4, cache_views=4000, codebook_views=642, codebook_inplane=36,
-        checkpoint_every=250, sample_every=250, norm="group", lr_schedule="cosine", threads=2,
+        steps=5000, lr=5e-4, cache_views=4000, codebook_views=642, codebook_inplane=36,
+        checkpoint_every=250, sample_every=250, norm="group", lr_schedule="cosine", threads=1,
     ),
     "tiny": AaePreset(
         name="tiny", image_size=48, render_size=64, filters=(16, 32, 32, 64), latent=64, batch=32,
