@@ -24,13 +24,13 @@ import argparse
 import json
 import os
 import platform
-import re
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _docs import write_section  # benchmarks/ is on sys.path when a script runs
 from scipy.spatial.transform import Rotation
 from tqdm import tqdm
 
@@ -236,16 +236,7 @@ def main() -> None:
 
 
 def write_docs(body: str) -> None:
-    path = REPO / "docs" / "benchmarks.md"
-    path.parent.mkdir(exist_ok=True)
-    text = path.read_text() if path.is_file() else "# Benchmarks\n"
-    head = "## Differentiable rendering (PyTorch3D)\n\n"
-    pat = re.compile(r"## Differentiable rendering \(PyTorch3D\)\n.*?(?=\n## |\Z)", re.S)
-    block = head + body
-    text = pat.sub(lambda _: block.rstrip("\n") + "\n", text) if pat.search(text) else text.rstrip("\n") + "\n\n" + block
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_section("Differentiable rendering (PyTorch3D)", body)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _docs import write_section  # benchmarks/ is on sys.path when a script runs
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -167,12 +167,7 @@ def main() -> None:
 
 
 def write_docs(section: str) -> None:
-    path = REPO / "docs" / "benchmarks.md"
-    path.parent.mkdir(exist_ok=True)
-    text = path.read_text() if path.is_file() else "# Benchmarks\n"
-    pat = re.compile(r"## Evaluation \(posekit eval\)\n.*?(?=\n## |\Z)", re.S)
-    text = pat.sub(section.rstrip("\n") + "\n", text) if pat.search(text) else text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    write_section("Evaluation (posekit eval)", section)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ import argparse
 import multiprocessing as mp
 import os
 import platform
-import re
 import shutil
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _docs import write_section  # benchmarks/ is on sys.path when a script runs
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -163,12 +163,7 @@ def format_table(rows, model_path: Path) -> str:
 
 
 def write_docs(section: str) -> None:
-    path = REPO / "docs" / "benchmarks.md"
-    path.parent.mkdir(exist_ok=True)
-    text = path.read_text() if path.is_file() else "# Benchmarks\n"
-    pat = re.compile(r"## Rendering \(posekit render\)\n.*?(?=\n## |\Z)", re.S)
-    text = pat.sub(section.rstrip("\n") + "\n", text) if pat.search(text) else text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    write_section("Rendering (posekit render)", section)
 
 
 if __name__ == "__main__":
