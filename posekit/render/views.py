@@ -78,20 +78,21 @@ def view_sphere_rotations(n_views: int, n_inplane: int, hemisphere: bool = False
 
 
 def align_optical_axis(t: np.ndarray) -> np.ndarray:
-    """The camera-frame rotation taking the optical axis (0, 0, 1) onto the direction of ``t``.
+    """Camera-frame rotations taking the optical axis (0, 0, 1) onto the direction of ``t`` (3,) or (..., 3).
 
     Left-multiplying a centred view's R by it keeps the camera looking at the object from the same view point
-    when the object is moved off-centre to ``t`` (minimal rotation, no extra roll).
+    when the object is moved off-centre to ``t`` (minimal rotation, no extra roll). A ``t`` straight behind the
+    camera gets the half turn diag(1, -1, -1).
     """
-    d = np.asarray(t, dtype=np.float64) / np.linalg.norm(t)
-    z = np.array([0.0, 0.0, 1.0])
-    axis = np.cross(z, d)
-    s, c = np.linalg.norm(axis), float(d @ z)
-    if s < 1e-12:
-        return np.eye(3) if c > 0 else np.diag([1.0, -1.0, -1.0])
-    from scipy.spatial.transform import Rotation
+    from posekit.geometry.rotations import so3_exp
 
-    return Rotation.from_rotvec(axis / s * np.arctan2(s, c)).as_matrix()
+    d = np.asarray(t, dtype=np.float64)
+    d = d / np.linalg.norm(d, axis=-1, keepdims=True)
+    axis = np.stack([-d[..., 1], d[..., 0], np.zeros_like(d[..., 0])], axis=-1)  # (0, 0, 1) x d
+    s = np.linalg.norm(axis, axis=-1)
+    angle = np.arctan2(s, d[..., 2])
+    unit = np.where(s[..., None] > 1e-12, axis / np.maximum(s, 1e-12)[..., None], [1.0, 0.0, 0.0])
+    return so3_exp(unit * angle[..., None])
 
 
 def clean_camera(model: ObjectModel, size: tuple[int, int], distance: float, fill: float = 0.9) -> Camera:

@@ -21,21 +21,7 @@ import torch
 
 from posekit.estimate.types import PoseEstimate
 from posekit.geometry.camera import Camera
-
-
-def ray_rotation(direction: np.ndarray) -> np.ndarray:
-    """(..., 3, 3) smallest rotations taking the optical axis (0, 0, 1) onto unit ``direction`` (..., 3)."""
-    d = np.asarray(direction, dtype=np.float64)
-    d = d / np.linalg.norm(d, axis=-1, keepdims=True)
-    z = np.array([0.0, 0.0, 1.0])
-    axis = np.cross(np.broadcast_to(z, d.shape), d)
-    s = np.linalg.norm(axis, axis=-1)
-    c = d[..., 2]
-    angle = np.arctan2(s, c)
-    safe = np.where(s[..., None] > 1e-12, axis / np.maximum(s[..., None], 1e-12), 0.0)
-    from posekit.geometry.rotations import so3_exp
-
-    return so3_exp(safe * angle[..., None])
+from posekit.render.views import align_optical_axis
 
 
 def translation_from_boxes(boxes_xywh: np.ndarray, camera: Camera, box_size: np.ndarray, box_offset: np.ndarray,
@@ -80,7 +66,7 @@ def estimate_poses(workspace, image: np.ndarray, camera: Camera, boxes_xywh, obj
                                book.box_offset[flat], book.distance, book.K)
     R = book.rotations[flat]
     if correct_perspective:
-        R = ray_rotation(t) @ R
+        R = align_optical_axis(t) @ R
     t4 = time.perf_counter()
     timings.update(crop=t1 - t0, encode=t2 - t1, lookup=t3 - t2, translation=t4 - t3)
     per_box = (t4 - t0) / max(len(boxes), 1)

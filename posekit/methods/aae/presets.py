@@ -25,7 +25,10 @@ class AaePreset:
     cache. codebook_views x codebook_inplane: codebook size. distance_factor: render distance in
     model diameters. crop_pad: the square crop is this times the larger side of the tight box.
     lr_schedule: "constant" or "cosine" (decay to 5 % of lr). threads: torch CPU threads (an
-    OMP_NUM_THREADS set by the user wins).
+    OMP_NUM_THREADS set by the user wins). render_max_faces: meshes with more faces are decimated
+    (open3d quadric, colours kept) before the cache and codebook renders: at these render sizes the
+    triangles of a 45k-face LINEMOD scan are below a pixel, and a 10k-face copy renders 3x faster
+    with mask IoU 0.999 (docs/training.md); None renders the full mesh.
     """
 
     name: str
@@ -47,6 +50,7 @@ class AaePreset:
     crop_pad: float = 1.2
     lr_schedule: str = "constant"
     threads: int | None = None
+    render_max_faces: int | None = 10000
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -114,6 +114,28 @@ class RenderCache:
             raise InputError(f"{path}: unreadable render cache ({exc}); delete it to render again") from None
 
 
+_DECIMATED: dict[tuple[int, str, int], ObjectModel] = {}
+
+
+def render_model(model: ObjectModel, preset: AaePreset) -> ObjectModel:
+    """The mesh the cache and codebook are rendered from: decimated to ``preset.render_max_faces`` (same hash,
+    diameter and frame), or ``model`` itself when it is small enough or the preset renders full meshes.
+
+    Memoised (a few entries), since the codebook renders in chunks. The render camera is always computed
+    from the full mesh (:func:`render_camera`), so K and distance do not depend on the decimation.
+    """
+    if not preset.render_max_faces or len(model.faces) <= preset.render_max_faces:
+        return model
+    key = (id(model), model.mesh_hash, int(preset.render_max_faces))
+    if key not in _DECIMATED:
+        from posekit.cad.decimate import decimate
+
+        if len(_DECIMATED) >= 4:
+            _DECIMATED.pop(next(iter(_DECIMATED)))
+        _DECIMATED[key] = decimate(model, preset.render_max_faces)
+    return _DECIMATED[key]
+
+
 def render_crops(model: ObjectModel, rotations: np.ndarray, preset: AaePreset, angles: np.ndarray | None = None,
                  chunk: int = 128, progress: bool = True, desc: str = "render",
                  with_normals: bool = True) -> dict[str, np.ndarray | torch.Tensor]:
@@ -126,6 +148,7 @@ def render_crops(model: ObjectModel, rotations: np.ndarray, preset: AaePreset, a
     from posekit.render.views import render_clean_views
 
     distance, K = render_camera(model, preset)
+    model = render_model(model, preset)
     angles = np.zeros(1) if angles is None else np.asarray(angles, dtype=np.float64)
     size = preset.render_size
     out: dict[str, list] = {"rgb": [], "mask": [], "normals": [], "box_size": [], "box_offset": []}
