@@ -1,7 +1,9 @@
 """The refiner network: (observed crop, rendered crop, rendered mask) -> pose update + observed visible mask.
 
 Input: 7 channels stacked -- observed RGB (3), RGB rendered at the current pose (3) and its mask
-(1) -- all in the same zoom-in crop, values in [0, 1]. Outputs (see ``update.py`` for the meaning):
+(1) -- all in the same zoom-in crop, values in [0, 1]. Presets may add, inside the network, the
+difference observed - rendered (3) and CoordConv channels (normalised x, y of the crop, 2; Liu
+et al. 2018). Outputs (see ``update.py`` for the meaning):
 
 * ``rot6d`` (B, 6): the camera-frame rotation update in the continuous 6D form, initialised to
   the identity (the last layer starts at tiny weights with the identity as bias), so an untrained
@@ -12,7 +14,7 @@ Input: 7 channels stacked -- observed RGB (3), RGB rendered at the current pose 
 
 Backbone: a stride-2 stem and one stride-2 stage per entry of ``widths`` after the first, each
 with ``blocks_per_stage`` residual blocks (GroupNorm + ReLU: batch statistics do not matter, so
-batch 1 at test time behaves as in training). The last feature map is pooled to a 4x4 grid (keeps
+batch 1 at test time behaves as in training). The last feature map is pooled to a small grid (keeps
 where things are, which the translation needs) and flattened into two fully connected layers.
 """
 
@@ -80,16 +82,19 @@ class RefineNet(nn.Module):
         if len(w) < 2:
             raise ValueError("RefinePreset.widths needs at least two stages")
         self.crop_size = tuple(preset.crop_size)
-        self.stem = _conv_gn(IN_CHANNELS, w[0], 2, g)
+        self.coord_channels, self.diff_channels = bool(preset.coord_channels), bool(preset.diff_channels)
+        cin0 = IN_CHANNELS + 2 * self.coord_channels + 3 * self.diff_channels
+        self.stem = _conv_gn(cin0, w[0], 2, g)
         stages = []
         for cin, cout in zip(w[:-1], w[1:], strict=True):
             layers: list[nn.Module] = [_conv_gn(cin, cout, 2, g)]
             layers += [ResBlock(cout, g) for _ in range(preset.blocks_per_stage)]
             stages.append(nn.Sequential(*layers))
         self.stages = nn.ModuleList(stages)
-        self.pool = nn.AdaptiveAvgPool2d((4, 4))
+        gp = int(preset.pool_grid)
+        self.pool = nn.AdaptiveAvgPool2d((gp, gp))
         self.fc = nn.Sequential(
-            nn.Linear(w[-1] * 16, preset.fc_width), nn.ReLU(inplace=True),
+            nn.Linear(w[-1] * gp * gp, preset.fc_width), nn.ReLU(inplace=True),
             nn.Linear(preset.fc_width, preset.fc_width), nn.ReLU(inplace=True),
         )
         self.rot_head = nn.Linear(preset.fc_width, 6)
@@ -113,17 +118,25 @@ class RefineNet(nn.Module):
     def forward(self, x: torch.Tensor) -> RefineOutput:
         if x.shape[1] != IN_CHANNELS:
             raise ValueError(f"RefineNet expects {IN_CHANNELS} input channels, got {x.shape[1]}")
-        x = x - 0.5
+        extra = []
+        if self.diff_channels:
+            extra.append(x[:, 0:3] - x[:, 3:6] + 0.5)  # centred like the rest after the shift below
+        if self.coord_channels:
+            B, _, H, W = x.shape
+            ys = torch.linspace(0.0, 1.0, H, device=x.device, dtype=x.dtype)
+            xs = torch.linspace(0.0, 1.0, W, device=x.device, dtype=x.dtype)
+            extra += [xs.view(1, 1, 1, W).expand(B, 1, H, W), ys.view(1, 1, H, 1).expand(B, 1, H, W)]
+        x = torch.cat([x, *extra], dim=1) - 0.5 if extra else x - 0.5
         feats = []
         h = self.stem(x)
         for stage in self.stages:
             h = stage(h)
             feats.append(h)
-        f = self.fc(self.pool(h).flatten(1))
         f4 = feats[0]
         f8 = feats[1] if len(feats) > 1 else feats[0]
         up = F.interpolate(f8, size=f4.shape[-2:], mode="bilinear", align_corners=False)
         mask = self.mask_out(self.mask_fuse(torch.cat([f4, up], dim=1)))
+        f = self.fc(self.pool(h).flatten(1))
         return RefineOutput(rot6d=self.rot_head(f), v=self.trans_head(f), mask_logits=mask)
 
 

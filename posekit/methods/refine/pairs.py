@@ -170,7 +170,7 @@ class SyntheticObserved:
             R, t = self._pose(obj, rng)
             box = zoom_window(R, t, obj.corners, self.camera.K, PW / PH, pre.window_scale * PATCH_SCALE_RATIO)
             cam = self.camera.crop(box, (PW, PH))
-            plain = obj.model.vertex_colors is None and rng.random() < 0.5
+            plain = obj.model.vertex_colors is None and rng.random() < pre.plain_color_p
             color = tuple(rng.uniform(0.2, 1.0, 3)) if plain else None
             scene = [RenderObject(obj.render_model, R, t, color=color, metallic=rng.uniform(0, 0.4),
                                   roughness=rng.uniform(0.3, 1.0))]

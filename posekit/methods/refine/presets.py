@@ -6,7 +6,12 @@ that a refiner for the 8 LM-O objects trains in about 2 hours (see docs/benchmar
 measured step rate).
 ``paper``: for a GPU -- 256x192 crops (DeepIM's 640x480 zoom at 4:3, downscaled), a ResNet-style
 residual backbone with ~11 M parameters, larger batches, more steps.
-``tiny``: for tests (a minute on CPU).
+``tiny``: for tests (a minute on CPU). lr 3e-4: at 2e-3 (its former value) the pose heads did not learn
+at all in 800 steps (held-out xy error flat), at 3e-4 they start within ~200 steps. Uncoloured meshes are
+observed in their own grey shading (plain_color_p=0): with random plain colours the network must
+first learn to find the object by shape alone, which is what kept the tiny refiner at "no update"
+for hundreds of steps (with the true visible mask given as the observed image, xy learned 5x
+faster). Depth noise is halved: depth from apparent size is learned last (not within a test's steps).
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ class RefinePreset:
     widths: tuple[int, ...] = (32, 64, 128, 256)  # channels of the stride-2 stages
     blocks_per_stage: int = 1  # residual blocks per stage (0 = plain conv stages)
     fc_width: int = 256
+    coord_channels: bool = False  # append the crop's normalised x, y (CoordConv) to the input
+    diff_channels: bool = False  # append observed - rendered RGB to the input
+    pool_grid: int = 4  # the last feature map is pooled to pool_grid x pool_grid before the FC layers
     groups: int = 8  # GroupNorm groups
     max_faces: int = 2000  # decimation budget of meshes rendered while training / refining
     n_points: int = 500  # model points of the point-matching loss
@@ -42,6 +50,7 @@ class RefinePreset:
     checkpoint_every: int = 250
     sample_every: int = 250
     occlude_p: float = 0.5
+    plain_color_p: float = 0.5  # share of observed renders of uncoloured meshes given a random plain colour
     distractor_p: float = 0.5  # another object rendered near the target (occlusion by real objects)
     extras: dict = field(default_factory=dict)
 
@@ -69,8 +78,10 @@ PRESETS: dict[str, RefinePreset] = {
     ),
     "tiny": RefinePreset(
         name="tiny", crop_size=(48, 48), widths=(16, 32, 64), blocks_per_stage=0, fc_width=128, groups=4,
-        max_faces=800, n_points=200, batch_size=12, steps=300, lr=2e-3, checkpoint_every=100, sample_every=0,
-        rot_noise_deg=8.0, rot_noise_max_deg=20.0, second_iter_p=0.0, occlude_p=0.0, distractor_p=0.0,
+        coord_channels=True, diff_channels=True,
+        max_faces=800, n_points=200, batch_size=16, steps=600, lr=3e-4, checkpoint_every=200, sample_every=0,
+        rot_noise_deg=8.0, rot_noise_max_deg=20.0, z_noise=0.04, second_iter_p=0.0, occlude_p=0.0,
+        distractor_p=0.0, plain_color_p=0.0,
     ),
 }
 
