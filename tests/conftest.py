@@ -35,3 +35,27 @@ def lm_cat() -> Path:
 @pytest.fixture(scope="session")
 def assets() -> Path:
     return REPO / "assets"
+
+
+@pytest.fixture(scope="session")
+def part():
+    """The bundled demo part (assets/bracket.stl) as an ObjectModel."""
+    from posekit.cad.load import load_model
+
+    return load_model(REPO / "assets" / "bracket.stl")
+
+
+@pytest.fixture(scope="session")
+def tiny_ws(part, tmp_path_factory):
+    """A tiny AAE trained on the assets part (tiny preset, about a minute on 2 cores), shared by the suite.
+
+    Its augmentation is what the test images need (random backgrounds, colour jitter, a little box
+    jitter and noise); occluders, relighting and blur are left to the full presets.
+    """
+    from posekit.data.augment import AugmentConfig
+    from posekit.methods.aae import PRESETS, train_aae
+
+    ws = tmp_path_factory.mktemp("aae") / "ws"
+    aug = AugmentConfig(occlude_p=0.0, relight_p=0.0, scale=(0.95, 1.05), shift=0.02, blur_p=0.0, noise_p=0.2)
+    result = train_aae(part, ws, PRESETS["tiny"], device="cpu", progress=False, augment=aug)
+    return ws, result

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from posekit.data.augment import AugmentConfig, Augmenter
+from posekit.data.augment import Augmenter
 from posekit.errors import InputError
 from posekit.geometry.camera import crop_K, project_points
 from posekit.methods.aae import (
@@ -30,26 +30,6 @@ from posekit.methods.aae.train import CACHE_NAME, render_crops
 REPO = Path(__file__).resolve().parent.parent
 PART = REPO / "assets" / "bracket.stl"
 TINY = PRESETS["tiny"]
-
-
-@pytest.fixture(scope="module")
-def part():
-    from posekit.cad.load import load_model
-
-    return load_model(PART)
-
-
-@pytest.fixture(scope="module")
-def tiny_ws(part, tmp_path_factory):
-    """A tiny AAE trained for TINY.steps steps on the assets part.
-
-    Its augmentation is what the test images need (random backgrounds, colour jitter, a little box
-    jitter and noise); occluders, relighting and blur are left to the full presets.
-    """
-    ws = tmp_path_factory.mktemp("aae") / "ws"
-    aug = AugmentConfig(occlude_p=0.0, relight_p=0.0, scale=(0.95, 1.05), shift=0.02, blur_p=0.0, noise_p=0.2)
-    result = train_aae(part, ws, TINY, device="cpu", progress=False, augment=aug)
-    return ws, result
 
 
 def _posekit(*args: str) -> subprocess.CompletedProcess:
