@@ -28,20 +28,26 @@ def load_image(path: str | Path) -> np.ndarray:
         raise InputError(f"{path}: not a readable image ({exc.__class__.__name__})") from None
 
 
+def _read_json_object(path: Path, what: str, expected: str) -> dict:
+    """A JSON object from ``path``; InputError naming the file when it is missing, not JSON or not an object."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such {what} file")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object {expected}")
+    return data
+
+
 def camera_from_json(path: str | Path, width: int | None = None, height: int | None = None) -> Camera:
     """A camera from a BOP camera.json (fx, fy, cx, cy, width, height) or a file holding cam_K (9 numbers).
 
     width/height default to the file's, else to the image's (passed by the caller).
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such camera file")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a JSON object with fx, fy, cx, cy (or cam_K)")
+    data = _read_json_object(path, "camera", "with fx, fy, cx, cy (or cam_K)")
     if "cam_K" in data:
         K = np.asarray(data["cam_K"], dtype=np.float64)
         if K.size != 9 or not np.all(np.isfinite(K)):
@@ -107,16 +113,9 @@ def parse_bbox(text: str, camera: Camera) -> tuple[float, float, float, float]:
 def load_pose_json(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """An initial pose from JSON: {"R": 9 numbers or 3x3, "t": 3 numbers (mm)} (also cam_R_m2c / cam_t_m2c)."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such pose file")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not valid JSON ({exc})") from None
-    if isinstance(data, dict) and "poses" in data and data["poses"]:
+    data = _read_json_object(path, "pose", "with R and t")
+    if "poses" in data and data["poses"]:  # a `posekit estimate --json` output
         data = data["poses"][0]
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected an object with R and t")
     R = data.get("R", data.get("cam_R_m2c"))
     t = data.get("t", data.get("cam_t_m2c"))
     if R is None or t is None:
