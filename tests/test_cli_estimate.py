@@ -155,3 +155,48 @@ def test_dataset_mode_writes_results_that_eval_reads(tiny_ws, tmp_path):
     r = _posekit("eval", "--dataset", data, "--split", "train_synt", "--results", results, "--out", tmp_path / "ev")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "ev" / "eval.json").is_file()
+
+
+@pytest.fixture(scope="module")
+def short_refiner(part, tmp_path_factory):
+    """A refiner workspace trained for a few steps: enough to exercise the refine path, not to be accurate."""
+    from posekit.methods.refine.presets import PRESETS
+    from posekit.methods.refine.train import train_refiner
+
+    ws = tmp_path_factory.mktemp("refine") / "ws"
+    train_refiner([part], ws, PRESETS["tiny"], steps=10, device="cpu", progress=False, seed=0, pool=32)
+    return ws
+
+
+def test_cli_refines_a_given_pose_and_keeps_every_iteration(part, short_refiner, tmp_path):
+    """--init pose.json --refine deepim: the JSON holds the pose after each iteration with its time; the GIF a frame each."""
+    img, box, R, t = _scenes(part, 1, seed=4)[0]
+    image = tmp_path / "scene.png"
+    Image.fromarray(img).save(image)
+    init = tmp_path / "init.json"
+    init.write_text(json.dumps({"R": R.tolist(), "t": (t + np.array([8.0, -5.0, 30.0])).tolist()}))
+    out_json, gif = tmp_path / "refined.json", tmp_path / "iters.gif"
+    r = _posekit("estimate", image, "--cad", PART, "--init", init, "--refine", "deepim", "--refiner", short_refiner,
+                 "--iters", 2, "--K", K_OPT, "--json", out_json, "--overlay", gif)
+    assert r.returncode == 0, r.stderr
+    pose = json.loads(out_json.read_text())["poses"][0]
+    hist = pose["history"]
+    assert [h["stage"] for h in hist] == ["init", "refine_1", "refine_2"]
+    assert np.allclose(hist[0]["t"], t + [8.0, -5.0, 30.0])
+    assert all(h["time"] > 0 for h in hist[1:])
+    assert np.allclose(pose["t"], hist[-1]["t"]) and np.allclose(pose["R"], hist[-1]["R"])
+    assert Image.open(gif).n_frames == 3
+
+
+def test_cli_refine_needs_a_refiner_workspace(tmp_path):
+    from typer.testing import CliRunner
+
+    from posekit.cli.main import app
+
+    image = tmp_path / "im.png"
+    Image.fromarray(np.zeros((480, 640, 3), np.uint8)).save(image)
+    init = tmp_path / "init.json"
+    init.write_text(json.dumps({"R": np.eye(3).tolist(), "t": [0, 0, 500]}))
+    r = CliRunner().invoke(app, ["estimate", str(image), "--cad", str(PART), "--init", str(init), "--refine", "deepim",
+                                 "--K", K_OPT])
+    assert r.exit_code == 2 and "--refiner WORKSPACE" in r.stderr
