@@ -169,7 +169,7 @@ def short_refiner(part, tmp_path_factory):
 
 
 def test_cli_refines_a_given_pose_and_keeps_every_iteration(part, short_refiner, tmp_path):
-    """--init pose.json --refine deepim: the JSON holds the pose after each iteration with its time; the GIF a frame each."""
+    """--init pose.json --refine deepim --polish: the JSON holds the pose after each stage with its time; the GIF a frame each."""
     img, box, R, t = _scenes(part, 1, seed=4)[0]
     image = tmp_path / "scene.png"
     Image.fromarray(img).save(image)
@@ -177,15 +177,17 @@ def test_cli_refines_a_given_pose_and_keeps_every_iteration(part, short_refiner,
     init.write_text(json.dumps({"R": R.tolist(), "t": (t + np.array([8.0, -5.0, 30.0])).tolist()}))
     out_json, gif = tmp_path / "refined.json", tmp_path / "iters.gif"
     r = _posekit("estimate", image, "--cad", PART, "--init", init, "--refine", "deepim", "--refiner", short_refiner,
-                 "--iters", 2, "--K", K_OPT, "--json", out_json, "--overlay", gif)
+                 "--iters", 2, "--polish", 3, "--K", K_OPT, "--json", out_json, "--overlay", gif)
     assert r.returncode == 0, r.stderr
     pose = json.loads(out_json.read_text())["poses"][0]
     hist = pose["history"]
-    assert [h["stage"] for h in hist] == ["init", "refine_1", "refine_2"]
+    assert [h["stage"] for h in hist] == ["init", "refine_1", "refine_2", "polish"]
     assert np.allclose(hist[0]["t"], t + [8.0, -5.0, 30.0])
     assert all(h["time"] > 0 for h in hist[1:])
     assert np.allclose(pose["t"], hist[-1]["t"]) and np.allclose(pose["R"], hist[-1]["R"])
-    assert Image.open(gif).n_frames == 3
+    # The polish keeps its best pose: the silhouette loss never ends above where it started.
+    assert hist[-1]["silhouette_loss_after"] <= hist[-1]["silhouette_loss_before"]
+    assert Image.open(gif).n_frames == 4
 
 
 def test_cli_refine_needs_a_refiner_workspace(tmp_path):

@@ -82,6 +82,11 @@ class PoseEstimator:
         # The refiner knows its objects by mesh hash, which ties them to the meshes it was trained on.
         keys = [self.models[e.obj_id].mesh_hash for e in estimates]
         run = self.refiner.refine(obs, keys, R0, t0, iters=iters)
+        final_R, final_t = run.R[-1], run.t[-1]
+        polished = None
+        if self.config.polish_steps > 0 and iters > 0:
+            polished = self.refiner.polish(run, keys, steps=self.config.polish_steps)
+            final_R, final_t = polished.R, polished.t
         refined = []
         for i, e in enumerate(estimates):
             hist = list(e.history)
@@ -90,11 +95,14 @@ class PoseEstimator:
                              "t": np.asarray(run.t[k][i]).tolist(), "time": float(run.times[k - 1])})
             timings = dict(e.timings)
             timings["refine"] = float(sum(run.times))
-            refined.append(PoseEstimate(obj_id=e.obj_id, R=np.asarray(run.R[-1][i]), t=np.asarray(run.t[-1][i]),
+            if polished is not None:
+                hist.append({"stage": "polish", "R": final_R[i].tolist(), "t": final_t[i].tolist(),
+                             "time": float(polished.seconds), "silhouette_loss_before": float(polished.loss_before[i]),
+                             "silhouette_loss_after": float(polished.loss_after[i])})
+                timings["polish"] = float(polished.seconds)
+            refined.append(PoseEstimate(obj_id=e.obj_id, R=np.asarray(final_R[i]), t=np.asarray(final_t[i]),
                                         score=e.score, scene_id=e.scene_id, im_id=e.im_id, timings=timings,
                                         history=hist))
-        if self.config.polish_steps > 0 and hasattr(self.refiner, "polish"):
-            refined = self.refiner.polish(obs, refined, steps=self.config.polish_steps)
         return refined
 
     def estimate(self, obs: Observation, detections: Sequence[Detection],

@@ -91,6 +91,7 @@ class Refiner:
         self.renderer_name = renderer
         self._renderer = None
         self._diff = None
+        self._soft = None
 
     # ---- construction
     @classmethod
@@ -152,6 +153,29 @@ class Refiner:
             self._diff = DiffRenderer([o.render_model for o in self.objects], image_size=(W, H), max_faces=None,
                                       device=self.device, hard=True)
         return self._diff
+
+    def _get_soft_renderer(self):
+        """A soft-silhouette DiffRenderer at the crop size (for the polish; the loop's renderer may be hard)."""
+        if self._soft is None:
+            from posekit.render.diff import DiffRenderer
+
+            self._soft = DiffRenderer([o.render_model for o in self.objects], image_size=tuple(self.preset.crop_size),
+                                      max_faces=None, device=self.device, hard=False)
+        return self._soft
+
+    def polish(self, run: RefineRun, objects: Sequence[int | str], steps: int, lr: float = 0.01):
+        """``steps`` silhouette-gradient steps on ``run``'s final poses towards the network's predicted visible mask.
+
+        The target is the last iteration's mask prediction in that iteration's crop (``run.mask_probs``,
+        ``run.K_crops``); returns a :class:`~posekit.methods.refine.polish.PolishResult`.
+        """
+        from posekit.methods.refine.polish import polish
+
+        if run.mask_probs is None:
+            raise ValueError("polish needs a refine run of at least one iteration")
+        idx = np.array([self.object_index(k) for k in objects], dtype=np.int64)
+        return polish(self._get_soft_renderer(), idx, run.R[-1], run.t[-1], run.K_crops, run.mask_probs, steps=steps,
+                      lr=lr)
 
     def close(self) -> None:
         if self._renderer is not None:
