@@ -82,6 +82,29 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path):
     assert state["step"] == 40 and len(state["history"]["loss"]) == 40
 
 
+def test_ctrl_c_stops_at_a_step_boundary_and_resumes_exactly(tmp_path):
+    """Ctrl-C (SIGINT) mid-step finishes that step, saves, and --resume reproduces the uninterrupted run."""
+    import os
+    import signal
+
+    full = train(ToyTask(), _cfg(tmp_path / "full", 30))
+
+    class Interrupted(ToyTask):
+        calls = 0
+
+        def loss(self, model, batch):
+            self.calls += 1
+            if self.calls == 17:  # the user presses Ctrl-C during step 17
+                os.kill(os.getpid(), signal.SIGINT)
+            return super().loss(model, batch)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(Interrupted(), _cfg(tmp_path / "part", 30, every=1000))
+    assert load_checkpoint(checkpoint_path(tmp_path / "part"))["step"] == 17
+    resumed = train(ToyTask(), _cfg(tmp_path / "part", 30, resume=True))
+    np.testing.assert_allclose(resumed.losses, full.losses, rtol=1e-5)
+
+
 def test_existing_checkpoint_is_not_overwritten_without_resume(tmp_path):
     train(ToyTask(), _cfg(tmp_path, 5))
     before = checkpoint_path(tmp_path).read_bytes()

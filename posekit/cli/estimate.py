@@ -52,14 +52,15 @@ def estimate(
     camera: Path | None = typer.Option(None, "--camera", help="camera.json (fx, fy, cx, cy[, width, height]) or a file with cam_K."),
     K: str | None = typer.Option(None, "--K", help="Intrinsics fx,fy,cx,cy (instead of --camera)."),
     method: str = typer.Option("aae", "--method", help="Coarse method: aae."),
-    top_k: int = typer.Option(1, "--top-k", min=1, help="Codebook neighbours to consider."),
+    top_k: int = typer.Option(1, "--top-k", min=1, help="Codebook neighbours to report: the best is the pose, the others are listed as alternatives in the JSON."),
     refine: str = typer.Option("none", "--refine", help="Refiner: none or deepim."),
     refiner_ws: Path | None = typer.Option(None, "--refiner", help="Refiner workspace from `posekit train refine`."),
     iters: int = typer.Option(4, "--iters", min=0, help="Refiner iterations."),
     polish: int = typer.Option(0, "--polish", min=0, help="Silhouette polish steps after refinement (PyTorch3D)."),
     renderer: str = typer.Option("auto", "--renderer", help="Refiner renderer: auto, pytorch3d or pyrender."),
     init: Path | None = typer.Option(None, "--init", help="Start refinement from the pose in this JSON (R, t in mm) instead of the AAE."),
-    overlay: Path | None = typer.Option(None, "--overlay", help="Write the pose over the image (PNG; .gif: one frame per refiner iteration)."),
+    overlay: Path | None = typer.Option(None, "--overlay", help="Write the pose over the image (.png/.jpg; .gif: one frame per stage, e.g. each refiner iteration)."),
+    strip: Path | None = typer.Option(None, "--strip", help="Write the stages (coarse, each refiner iteration, polish) side by side into this PNG."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the pose(s) as JSON (stdout otherwise)."),
     dataset: Path | None = typer.Option(None, "--dataset", help="Dataset mode: a BOP dataset folder."),
     split: str = typer.Option("test", "--split", help="Dataset split."),
@@ -73,16 +74,25 @@ def estimate(
     """Estimate 6D poses: rotation from the AAE codebook, translation from the box, optional DeepIM refinement."""
     if method not in METHODS:
         raise InputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if polish and (refine == "none" or iters == 0):
+        raise InputError("--polish works on the refiner's last iteration: use it with --refine deepim and --iters >= 1")
+    for target in (json_out, overlay, strip, out):
+        if target is not None and not target.parent.is_dir():
+            raise InputError(f"{target.parent}: output folder does not exist")
+    if overlay is not None and overlay.suffix.lower() not in (".png", ".jpg", ".jpeg", ".gif"):
+        raise InputError(f"--overlay {overlay}: use a .png, .jpg or .gif file name")
+    if strip is not None and strip.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        raise InputError(f"--strip {strip}: use a .png or .jpg file name")
     if dataset is not None:
         _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k, refine, refiner_ws, iters,
                       polish, renderer, device)
     else:
         _image_mode(image, cad, units, model, bbox, camera, K, top_k, refine, refiner_ws, iters, polish, renderer,
-                    init, overlay, json_out, device)
+                    init, overlay, strip, json_out, device)
 
 
 def _image_mode(image, cad, units, model, bbox, camera, K, top_k, refine, refiner_ws, iters, polish, renderer,
-                init, overlay, json_out, device) -> None:
+                init, overlay, strip, json_out, device) -> None:
     from posekit.cad.load import load_model
     from posekit.estimate import inputs
     from posekit.estimate.pipeline import Detection, EstimatorConfig, PoseEstimator, estimate_to_json
@@ -134,16 +144,21 @@ def _image_mode(image, cad, units, model, bbox, camera, K, top_k, refine, refine
     if overlay is not None:
         _write_overlay(overlay, rgb, cam, obj, results[0])
         typer.echo(f"wrote {overlay}", err=True)
+    if strip is not None:
+        _write_overlay(strip, rgb, cam, obj, results[0], strip=True)
+        typer.echo(f"wrote {strip}", err=True)
 
 
-def _write_overlay(path: Path, rgb, cam, obj, est) -> None:
+def _write_overlay(path: Path, rgb, cam, obj, est, strip: bool = False) -> None:
+    """The final pose over the image (.png/.jpg), or one frame per stage: animated (.gif) or side by side (strip)."""
     import numpy as np
 
-    from posekit.viz.overlay import draw_pose, pose_strip, save_frames, save_image_atomic
+    from posekit.data.jsonio import save_image_atomic
+    from posekit.viz.overlay import draw_pose, pose_strip, save_frames
 
-    if path.suffix.lower() == ".gif" or (len(est.history) > 1 and path.suffix.lower() in (".strip", "")):
+    if path.suffix.lower() == ".gif" or strip:
         poses = [(np.asarray(h["R"]).reshape(3, 3), np.asarray(h["t"])) for h in est.history] or [(est.R, est.t)]
-        labels = [h.get("stage", str(i)) for i, h in enumerate(est.history)]
+        labels = [h.get("stage", str(i)) for i, h in enumerate(est.history)] or ["final"]
         save_frames(path, pose_strip(rgb, cam, obj, poses, labels=labels))
     else:
         save_image_atomic(path, draw_pose(rgb, cam, obj, est.R, est.t))
@@ -161,8 +176,6 @@ def _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k
         raise InputError("--out results.csv is required with --dataset")
     if model_dir is None:
         raise InputError("--model-dir DIR (AAE workspaces named obj_XXXXXX) is required with --dataset")
-    if not out.parent.exists():
-        raise InputError(f"{out.parent}: output folder does not exist")
     ds = BopDataset(dataset)
     wanted = _objects_option(objects)
     tgts = ds.targets(targets, split=split) if targets else ds.targets(split=split)

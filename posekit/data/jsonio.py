@@ -30,7 +30,7 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
-def _atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     """Call ``write(f)`` on a temp file next to ``path``, then move it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,7 +49,7 @@ def _atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
-    return _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def _int_key(key: Any) -> tuple[int, Any]:
@@ -135,4 +135,4 @@ def save_image_atomic(path: str | Path, image: np.ndarray, jpeg_quality: int = 9
     else:
         raise ValueError(f"{path}: image dtype must be uint8, uint16 or bool, got {arr.dtype}")
     kwargs: dict[str, Any] = {"quality": jpeg_quality} if fmt == "JPEG" else {}
-    return _atomic_write(path, lambda f: img.save(f, format=fmt, **kwargs))
+    return atomic_write(path, lambda f: img.save(f, format=fmt, **kwargs))

@@ -28,6 +28,17 @@ def load_image(path: str | Path) -> np.ndarray:
         raise InputError(f"{path}: not a readable image ({exc.__class__.__name__})") from None
 
 
+def _finite(values, n: int, message: str) -> np.ndarray:
+    """``values`` as n finite float64 numbers (nested lists flattened); InputError(message) otherwise."""
+    try:
+        a = np.asarray(values, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise InputError(message) from None
+    if a.size != n or not np.all(np.isfinite(a)):
+        raise InputError(message)
+    return a
+
+
 def _read_json_object(path: Path, what: str, expected: str) -> dict:
     """A JSON object from ``path``; InputError naming the file when it is missing, not JSON or not an object."""
     if not path.is_file():
@@ -49,21 +60,19 @@ def camera_from_json(path: str | Path, width: int | None = None, height: int | N
     path = Path(path)
     data = _read_json_object(path, "camera", "with fx, fy, cx, cy (or cam_K)")
     if "cam_K" in data:
-        K = np.asarray(data["cam_K"], dtype=np.float64)
-        if K.size != 9 or not np.all(np.isfinite(K)):
-            raise InputError(f"{path}: key 'cam_K' must hold 9 finite numbers")
-        K = K.reshape(3, 3)
+        K = _finite(data["cam_K"], 9, f"{path}: key 'cam_K' must hold 9 finite numbers").reshape(3, 3)
     else:
         missing = [k for k in ("fx", "fy", "cx", "cy") if k not in data]
         if missing:
             raise InputError(f"{path}: missing intrinsics {', '.join(missing)} (need fx, fy, cx, cy or cam_K)")
-        try:
-            fx, fy, cx, cy = (float(data[k]) for k in ("fx", "fy", "cx", "cy"))
-        except (TypeError, ValueError):
-            raise InputError(f"{path}: fx, fy, cx, cy must be numbers") from None
+        fx, fy, cx, cy = _finite([data[k] for k in ("fx", "fy", "cx", "cy")], 4,
+                                 f"{path}: fx, fy, cx, cy must be finite numbers")
         K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])
-    w = int(data.get("width", width or 0))
-    h = int(data.get("height", height or 0))
+    try:
+        w = int(data.get("width", width or 0))
+        h = int(data.get("height", height or 0))
+    except (TypeError, ValueError):
+        raise InputError(f"{path}: width and height must be integers") from None
     if w <= 0 or h <= 0:
         raise InputError(f"{path}: no image size (width, height) in the file and none given")
     if K[0, 0] <= 0 or K[1, 1] <= 0:
@@ -73,10 +82,7 @@ def camera_from_json(path: str | Path, width: int | None = None, height: int | N
 
 def camera_from_option(text: str, width: int, height: int) -> Camera:
     """A camera from `--K fx,fy,cx,cy` and the image size."""
-    try:
-        fx, fy, cx, cy = (float(v) for v in text.split(","))
-    except ValueError:
-        raise InputError(f"--K must be fx,fy,cx,cy (4 numbers), got {text!r}") from None
+    fx, fy, cx, cy = _finite(text.split(","), 4, f"--K must be fx,fy,cx,cy (4 finite numbers), got {text!r}")
     if fx <= 0 or fy <= 0:
         raise InputError(f"--K focal lengths must be positive, got {text!r}")
     return Camera.from_fxfycxcy(fx, fy, cx, cy, width, height)
@@ -99,10 +105,7 @@ def resolve_camera(image: np.ndarray, image_path: str | Path, camera: str | Path
 
 def parse_bbox(text: str, camera: Camera) -> tuple[float, float, float, float]:
     """`x,y,w,h` in pixels; it must overlap the image and have a positive size."""
-    try:
-        x, y, w, h = (float(v) for v in text.split(","))
-    except ValueError:
-        raise InputError(f"--bbox must be x,y,w,h (4 numbers), got {text!r}") from None
+    x, y, w, h = _finite(text.split(","), 4, f"--bbox must be x,y,w,h (4 finite numbers), got {text!r}")
     if w <= 0 or h <= 0:
         raise InputError(f"--bbox {text}: width and height must be positive")
     if x >= camera.width or y >= camera.height or x + w <= 0 or y + h <= 0:
@@ -114,14 +117,14 @@ def load_pose_json(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """An initial pose from JSON: {"R": 9 numbers or 3x3, "t": 3 numbers (mm)} (also cam_R_m2c / cam_t_m2c)."""
     path = Path(path)
     data = _read_json_object(path, "pose", "with R and t")
-    if "poses" in data and data["poses"]:  # a `posekit estimate --json` output
-        data = data["poses"][0]
+    if "poses" in data:  # a `posekit estimate --json` output
+        poses = data["poses"]
+        if not (isinstance(poses, list) and poses and isinstance(poses[0], dict)):
+            raise InputError(f"{path}: 'poses' must be a non-empty list of objects with R and t")
+        data = poses[0]
     R = data.get("R", data.get("cam_R_m2c"))
     t = data.get("t", data.get("cam_t_m2c"))
     if R is None or t is None:
         raise InputError(f"{path}: missing key 'R' or 't' (or cam_R_m2c / cam_t_m2c)")
-    R = np.asarray(R, dtype=np.float64)
-    t = np.asarray(t, dtype=np.float64)
-    if R.size != 9 or t.size != 3 or not (np.all(np.isfinite(R)) and np.all(np.isfinite(t))):
-        raise InputError(f"{path}: R must be 9 finite numbers and t 3 (mm)")
-    return R.reshape(3, 3), t.reshape(3)
+    message = f"{path}: R must be 9 finite numbers (or 3x3) and t 3 (mm)"
+    return _finite(R, 9, message).reshape(3, 3), _finite(t, 3, message)

@@ -53,7 +53,8 @@ class PoseEstimator:
 
     # ------------------------------------------------------------------ stages
     def coarse(self, obs: Observation, detections: Sequence[Detection]) -> list[PoseEstimate]:
-        """One AAE pose per detection (the best of the top-k), with the detection's score times the code similarity."""
+        """One AAE pose per detection (the codebook's nearest entry) scored by the detection's score times the
+        code similarity; with ``top_k`` > 1 the next neighbours are kept in the coarse history entry."""
         from posekit.methods.aae.pose import estimate_poses
 
         out: list[PoseEstimate | None] = [None] * len(detections)
@@ -68,7 +69,11 @@ class PoseEstimator:
             for i, h in zip(idx, hyps, strict=True):
                 best = h[0]
                 best.score = float(best.score) * float(detections[i].score)
-                best.history.append({"stage": "coarse", "R": best.R.tolist(), "t": best.t.tolist()})
+                entry = {"stage": "coarse", "R": best.R.tolist(), "t": best.t.tolist()}
+                if len(h) > 1:  # --top-k: the other codebook neighbours, best first, for the user to inspect
+                    entry["alternatives"] = [{"R": a.R.tolist(), "t": a.t.tolist(), "score": float(a.score)}
+                                             for a in h[1:]]
+                best.history.append(entry)
                 out[i] = best
         return [e for e in out if e is not None]
 

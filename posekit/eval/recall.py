@@ -47,7 +47,10 @@ CURVE_THRESHOLDS = {
     "proj": tuple(np.round(np.linspace(0.0, 20.0, 41), 4)),   # px
     "mspd": tuple(np.round(np.linspace(0.0, 50.0, 51), 4)),   # px at 640 px width
 }
-CONTINUOUS_SYMMETRY_STEPS = 36
+#: Samples of a continuous symmetry, as bop_toolkit's get_symmetry_transformations with BOP'19's
+#: max_sym_disc_step = 0.01: ceil(pi / 0.01) = 315 steps (1.14 deg apart), so a perfect pose of a
+#: symmetric object never scores worse than sampling allows.
+CONTINUOUS_SYMMETRY_STEPS = int(np.ceil(np.pi / 0.01))
 
 
 @dataclass(frozen=True)

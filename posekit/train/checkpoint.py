@@ -43,6 +43,22 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise InputError(f"{path}: not a readable posekit checkpoint ({type(exc).__name__}: {exc})") from None
 
 
+def load_weights(net: torch.nn.Module, path: str | Path) -> int:
+    """Load a checkpoint's weights into ``net``; returns the step it was saved at.
+
+    A checkpoint whose weights do not fit the network its workspace's config.json describes (edited or
+    mixed-up workspace files) is an InputError naming both, not a traceback.
+    """
+    state = load_checkpoint(path)
+    try:
+        net.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0][:160]
+        raise InputError(f"{path}: the checkpoint does not fit the network described by "
+                         f"{Path(path).parent.parent / 'config.json'} ({first})") from None
+    return int(state.get("step", 0))
+
+
 def rng_state() -> dict[str, Any]:
     """The global RNG states (python, numpy, torch CPU and CUDA) so that a resumed run draws the same numbers."""
     state = {

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,6 +152,21 @@ def distributed_env() -> tuple[int, int, int]:
     return rank, world, local
 
 
+def refuse_existing_checkpoint(out_dir: str | Path, resume: bool) -> None:
+    """InputError when ``out_dir`` already holds a checkpoint and ``resume`` is off.
+
+    Trainers call it before they write anything (render caches, config.json), so a refused run
+    leaves the workspace exactly as it was.
+    """
+    ckpt_file = checkpoint_path(out_dir)
+    if ckpt_file.is_file() and not resume:
+        state = load_checkpoint(ckpt_file)
+        raise InputError(
+            f"{ckpt_file}: a checkpoint (step {state.get('step')}) is already there; "
+            "pass --resume to continue it or choose another --out"
+        )
+
+
 def checkpoint_path(out_dir: str | Path) -> Path:
     """Where :func:`train` keeps the last checkpoint of a workspace."""
     return Path(out_dir) / "checkpoints" / CHECKPOINT_NAME
@@ -180,12 +197,7 @@ def train(task: TrainTask, cfg: TrainConfig, optimizer: torch.optim.Optimizer | 
     result = TrainResult(step=0)
     generator = _rank_generator(device, cfg.seed, rank, 0)
 
-    if ckpt_file.is_file() and not cfg.resume:
-        state = load_checkpoint(ckpt_file)
-        raise InputError(
-            f"{ckpt_file}: a checkpoint (step {state.get('step')}) is already there; "
-            "pass --resume to continue it or choose another --out"
-        )
+    refuse_existing_checkpoint(cfg.out_dir, cfg.resume)
     if cfg.resume and ckpt_file.is_file():
         state = load_checkpoint(ckpt_file)  # on CPU: RNG states must be; load_state_dict moves the rest
         model.load_state_dict(state["model"])
@@ -258,8 +270,30 @@ def train(task: TrainTask, cfg: TrainConfig, optimizer: torch.optim.Optimizer | 
                    desc="train", smoothing=0.05)
     model.train()
     batch = None
+    # Where an interrupt lands within a step decides what the Ctrl-C checkpoint holds, so that resuming
+    # from it equals the uninterrupted run: before the optimiser step, the RNG states are rolled back to
+    # the step's start; after it, the step's bookkeeping is completed.
+    # A first Ctrl-C (SIGINT) only asks to stop: the loop finishes the step in hand and stops at the next
+    # step boundary, where the checkpoint is exact. A second one stops at once (the phase logic below then
+    # keeps the checkpoint as consistent as the interrupted step allows).
+    phase, snapshot, step_before, local_loss = "done", None, result.step, float("nan")
+    stop_requested: list[bool] = []
+
+    def on_sigint(signum, frame):
+        if stop_requested:
+            raise KeyboardInterrupt
+        stop_requested.append(True)
+        if is_main:
+            print("\nposekit: stopping after this step (Ctrl-C again to stop now)", file=sys.stderr)
+
+    previous_handler = None
+    if threading.current_thread() is threading.main_thread():
+        previous_handler = signal.signal(signal.SIGINT, on_sigint)
     try:
         while result.step < cfg.steps:
+            if stop_requested:
+                raise KeyboardInterrupt
+            snapshot, step_before, phase = (ctx.generator.get_state(), rng_state()), result.step, "started"
             lr = learning_rate(cfg, result.step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -270,6 +304,7 @@ def train(task: TrainTask, cfg: TrainConfig, optimizer: torch.optim.Optimizer | 
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
+            phase, local_loss = "stepped", float(loss.detach())
             value = loss.detach()
             if world > 1:
                 torch.distributed.all_reduce(value)
@@ -280,6 +315,7 @@ def train(task: TrainTask, cfg: TrainConfig, optimizer: torch.optim.Optimizer | 
             result.step += 1
             result.steps.append(result.step)
             result.losses.append(value)
+            phase = "done"
             if bar is not None:
                 bar.update(1)
                 if result.step % 5 == 0 or result.step == cfg.steps:
@@ -289,9 +325,21 @@ def train(task: TrainTask, cfg: TrainConfig, optimizer: torch.optim.Optimizer | 
             if cfg.sample_every and result.step % cfg.sample_every == 0:
                 write_pictures(batch)
     except KeyboardInterrupt:
-        write_checkpoint()  # keep what was learned; --resume continues from here
+        if phase == "started":  # the weights are untouched: undo the batch's draws from the RNGs
+            ctx.generator.set_state(snapshot[0])
+            set_rng_state(snapshot[1])
+        elif phase == "stepped":  # the weights moved: count the step (once)
+            while result.steps and result.steps[-1] > step_before:
+                result.steps.pop()
+                result.losses.pop()
+            result.step = step_before + 1
+            result.steps.append(result.step)
+            result.losses.append(local_loss)
+        write_checkpoint()  # keep what was learned; --resume continues exactly from here
         raise
     finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGINT, previous_handler)
         if bar is not None:
             bar.close()
     result.seconds = time.perf_counter() - t0

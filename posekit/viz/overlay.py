@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from posekit.cad.model import ObjectModel
+from posekit.data.jsonio import atomic_write, save_image_atomic
 from posekit.geometry.camera import Camera, project_points
 
 AXIS_COLORS = ((230, 40, 40), (40, 200, 40), (60, 90, 255))
@@ -102,24 +103,15 @@ def pose_strip(
     return frames
 
 
-def save_image_atomic(path: str | Path, image: np.ndarray) -> None:
-    """Write a PNG/JPEG atomically (a temp file renamed into place)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(image).save(tmp, format=_format(path))
-    tmp.replace(path)
-
-
 def save_frames(path: str | Path, frames: Sequence[np.ndarray], duration_ms: int = 600) -> None:
     """Save frames as an animated GIF (``.gif``) or side by side as one strip image (other extensions)."""
     path = Path(path)
     if not frames:
         raise ValueError("no frames to save")
     if path.suffix.lower() == ".gif":
-        tmp = path.with_name(f".{path.name}.tmp")
         images = [Image.fromarray(f) for f in frames]
-        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
-        tmp.replace(path)
+        atomic_write(path, lambda f: images[0].save(f, format="GIF", save_all=True, append_images=images[1:],
+                                                    duration=duration_ms, loop=0))
         return
     h = max(f.shape[0] for f in frames)
     strip = np.zeros((h, sum(f.shape[1] for f in frames), 3), dtype=np.uint8)
@@ -128,8 +120,3 @@ def save_frames(path: str | Path, frames: Sequence[np.ndarray], duration_ms: int
         strip[: f.shape[0], x : x + f.shape[1]] = f
         x += f.shape[1]
     save_image_atomic(path, strip)
-
-
-def _format(path: Path) -> str:
-    ext = path.suffix.lower()
-    return {".jpg": "JPEG", ".jpeg": "JPEG", ".gif": "GIF"}.get(ext, "PNG")

@@ -9,7 +9,7 @@ in a camera of focal f_obs, the paper's depth is ``distance * (box_size / s_obs)
 
 Renders: only the V view points are rendered; the I in-plane angles are exact image rotations of
 a centred render about the principal point (fx = fy, principal point at the image centre), cut in
-the same resampling as the crop (:func:`posekit.methods.aae.crops.rotated_crops`).
+the same resampling as the crop (:func:`posekit.methods.aae.crops.turned_crops`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,7 +99,7 @@ class Codebook:
                 )
         except FileNotFoundError:
             raise InputError(f"{path}: no codebook there (run `posekit train aae-codebook WORKSPACE`)") from None
-        except (OSError, KeyError, ValueError) as exc:
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
             raise InputError(f"{path}: unreadable codebook ({exc})") from None
 
 
@@ -201,13 +202,12 @@ class AaeWorkspace:
 
 def load_network(path: Path, preset: AaePreset, device: torch.device) -> tuple[AugmentedAutoencoder, int]:
     """The workspace's network from checkpoints/last.pt (eval mode) and the step it was saved at."""
-    from posekit.train.checkpoint import load_checkpoint
+    from posekit.train.checkpoint import load_weights
     from posekit.train.loop import checkpoint_path
 
-    state = load_checkpoint(checkpoint_path(path))
     net = AugmentedAutoencoder.from_preset(preset)
-    net.load_state_dict(state["model"])
-    return net.to(device).eval(), int(state.get("step", 0))
+    step = load_weights(net, checkpoint_path(path))
+    return net.to(device).eval(), step
 
 
 def load_workspace(path: str | Path, device: str | torch.device = "cpu", model: ObjectModel | None = None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,15 @@ from posekit.errors import InputError
 from posekit.methods.aae.crops import turned_crops
 from posekit.methods.aae.network import AugmentedAutoencoder, bootstrapped_l2
 from posekit.methods.aae.presets import AaePreset
-from posekit.train.loop import TrainConfig, TrainContext, TrainResult, distributed_env, resolve_device, train
+from posekit.train.loop import (
+    TrainConfig,
+    TrainContext,
+    TrainResult,
+    distributed_env,
+    refuse_existing_checkpoint,
+    resolve_device,
+    train,
+)
 
 CACHE_NAME = "render_cache.npz"
 CONFIG_NAME = "config.json"
@@ -110,7 +119,7 @@ class RenderCache:
                 return cls(rgb=z["rgb"], mask=z["mask"], normals=z["normals"], rotations=z["rotations"],
                            box_size=z["box_size"], distance=float(z["distance"]), K=z["K"],
                            render_size=int(z["render_size"]), mesh_hash=str(z["mesh_hash"]))
-        except (OSError, KeyError, ValueError) as exc:
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
             raise InputError(f"{path}: unreadable render cache ({exc}); delete it to render again") from None
 
 
@@ -346,8 +355,9 @@ def train_aae(
     ws = Path(workspace)
     if ws.exists() and not ws.is_dir():
         raise InputError(f"{ws}: exists and is not a folder (--out must be a workspace folder)")
-    ws.mkdir(parents=True, exist_ok=True)
     check_workspace_mesh(ws, model)
+    refuse_existing_checkpoint(ws, resume)  # before the cache or config.json is touched
+    ws.mkdir(parents=True, exist_ok=True)
     threads = None if os.environ.get("OMP_NUM_THREADS") else preset.threads
     if threads:
         torch.set_num_threads(threads)

@@ -35,7 +35,7 @@ from posekit.data.bop import symmetry_transforms_from_info
 from posekit.errors import InputError
 from posekit.geometry.camera import Camera
 from posekit.geometry.crop import crop_images, crop_intrinsics, zoom_window
-from posekit.geometry.rotations import so3_exp
+from posekit.geometry.rotations import random_rotations, so3_exp
 from posekit.methods.refine.presets import RefinePreset
 
 #: The observed patch is rendered/cropped this many times the zoom window (room for pose noise).
@@ -146,7 +146,7 @@ class SyntheticObserved:
 
     def _pose(self, obj: RefineObject, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         K = self.camera.K
-        R = so3_exp(rng.normal(size=3) * 10.0)  # any rotation (angle mod 2 pi: close to uniform)
+        R = random_rotations(1, rng)[0]  # uniform on SO(3)
         size = rng.uniform(*self.apparent_size)
         z = K[0, 0] * obj.diameter / size
         u = rng.uniform(0.15, 0.85) * self.camera.width
@@ -176,7 +176,7 @@ class SyntheticObserved:
                                   roughness=rng.uniform(0.3, 1.0))]
             if rng.random() < pre.distractor_p:  # another object partly in front
                 other = self.objects[int(rng.integers(len(self.objects)))]
-                Ro = so3_exp(rng.normal(size=3) * 10.0)
+                Ro = random_rotations(1, rng)[0]
                 ang = rng.uniform(0, 2 * np.pi)
                 off = rng.uniform(0.5, 1.0) * 0.5 * (obj.diameter + other.diameter)
                 to = t + np.array([np.cos(ang) * off, np.sin(ang) * off, -rng.uniform(0.0, 0.5) * obj.diameter])

@@ -32,7 +32,7 @@ from posekit.methods.refine.pairs import RefineObject, prepare_object, render_cr
 from posekit.methods.refine.presets import RefinePreset
 from posekit.methods.refine.train import read_config
 from posekit.methods.refine.update import apply_update
-from posekit.train.checkpoint import load_checkpoint
+from posekit.train.checkpoint import load_weights
 from posekit.train.loop import checkpoint_path, resolve_device
 
 RENDERERS = ("auto", "pyrender", "pytorch3d")
@@ -124,9 +124,8 @@ class Refiner:
             if m.obj_id is None and r.get("obj_id") is not None:
                 m.obj_id = int(r["obj_id"])
             ordered.append(m)
-        state = load_checkpoint(checkpoint_path(ws))
         net = RefineNet(preset)
-        net.load_state_dict(state["model"])
+        load_weights(net, checkpoint_path(ws))
         return cls(net, preset, [prepare_object(m, preset) for m in ordered], device=device, renderer=renderer)
 
     def object_index(self, key: int | str) -> int:

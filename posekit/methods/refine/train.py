@@ -41,7 +41,15 @@ from posekit.methods.refine.pairs import (
 )
 from posekit.methods.refine.presets import RefinePreset
 from posekit.methods.refine.update import apply_update
-from posekit.train.loop import TrainConfig, TrainContext, TrainResult, distributed_env, resolve_device, train
+from posekit.train.loop import (
+    TrainConfig,
+    TrainContext,
+    TrainResult,
+    distributed_env,
+    refuse_existing_checkpoint,
+    resolve_device,
+    train,
+)
 
 CONFIG_NAME = "config.json"
 METHOD = "deepim-refiner"
@@ -156,7 +164,7 @@ def read_config(ws: str | Path) -> dict:
 
 
 def check_workspace(ws: Path, models: list[ObjectModel], preset: RefinePreset, resume: bool) -> None:
-    """A resumed (or reused) workspace must hold the same meshes and preset."""
+    """A resumed (or reused) workspace must hold the same meshes and preset (checked before anything is written)."""
     if not (ws / CONFIG_NAME).is_file():
         return
     cfg = read_config(ws)
@@ -164,7 +172,7 @@ def check_workspace(ws: Path, models: list[ObjectModel], preset: RefinePreset, r
     new = [m.mesh_hash for m in models]
     if old != new:
         raise InputError(f"{ws / CONFIG_NAME}: trained for meshes {old}, but --cad gives {new} (same files, same order)")
-    if resume and cfg["preset"]["name"] != preset.name:
+    if cfg["preset"]["name"] != preset.name:
         raise InputError(f"{ws} was trained with --preset {cfg['preset']['name']}; resume it with that preset")
 
 
@@ -201,6 +209,7 @@ def train_refiner(
     if ws.exists() and not ws.is_dir():
         raise InputError(f"{ws}: exists and is not a folder (--out must be a workspace folder)")
     check_workspace(ws, models, preset, resume)
+    refuse_existing_checkpoint(ws, resume)  # before config.json is touched
     rank, world, local = distributed_env()
     dev = resolve_device(device, local)
     ws.mkdir(parents=True, exist_ok=True)
