@@ -96,3 +96,35 @@ def test_overlay_contour_follows_the_rendered_silhouette(tmp_path):
     frames_path = tmp_path / "iters.gif"
     save_frames(frames_path, [out, image])
     assert Image.open(frames_path).n_frames == 2
+
+
+@pytest.mark.parametrize("content, needle", [
+    ({"fx": 50.0, "fy": 50.0, "cx": 32.0, "cy": 24.0, "width": "abc", "height": 48}, "width and height must be integers"),
+    ({"cam_K": ["a"] * 9, "width": 64, "height": 48}, "cam_K"),
+    ({"fx": float("nan"), "fy": 50.0, "cx": 32.0, "cy": 24.0, "width": 64, "height": 48}, "finite"),
+])
+def test_bad_camera_numbers_are_input_errors(tmp_path, content, needle):
+    p = tmp_path / "camera.json"
+    p.write_text(json.dumps(content))
+    with pytest.raises(InputError, match=needle):
+        inputs.camera_from_json(p)
+
+
+@pytest.mark.parametrize("content", [
+    {"R": [[1, 0], [0, 1, 0], [0, 0, 1]], "t": [0, 0, 1]},
+    {"poses": [1]},
+    {"R": [1, 0, 0, 0, 1, 0, 0, 0, "x"], "t": [0, 0, 1]},
+])
+def test_bad_pose_files_are_input_errors(tmp_path, content):
+    p = tmp_path / "pose.json"
+    p.write_text(json.dumps(content))
+    with pytest.raises(InputError, match="pose.json"):
+        inputs.load_pose_json(p)
+
+
+def test_nan_box_and_K_are_refused():
+    cam = Camera.from_fxfycxcy(500, 500, 320, 240, 640, 480)
+    with pytest.raises(InputError, match="finite"):
+        inputs.parse_bbox("nan,1,5,5", cam)
+    with pytest.raises(InputError, match="finite"):
+        inputs.camera_from_option("nan,500,320,240", 640, 480)
