@@ -51,7 +51,6 @@ def workspace_done(ws: Path, steps: int | None) -> bool:
 
 def train_all(data: Path, workdir: Path, objects: list[int], preset: str, steps: int | None) -> dict:
     times_file = workdir / "train_times.json"
-    times = json.loads(times_file.read_text()) if times_file.is_file() else {}
     for obj_id in objects:
         ws = workdir / f"obj_{obj_id:06d}"
         if workspace_done(ws, steps):
@@ -65,9 +64,13 @@ def train_all(data: Path, workdir: Path, objects: list[int], preset: str, steps:
             args.append("--resume")
         start = time.time()
         posekit(*args)
+        # Re-read before writing: one stream per core shares this file.
+        times = json.loads(times_file.read_text()) if times_file.is_file() else {}
         times[str(obj_id)] = times.get(str(obj_id), 0.0) + (time.time() - start)
-        times_file.write_text(json.dumps(times, indent=1))
-    return times
+        tmp = times_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(times, indent=1))
+        os.replace(tmp, times_file)
+    return json.loads(times_file.read_text()) if times_file.is_file() else {}
 
 
 def main() -> None:
