@@ -83,10 +83,9 @@ class GtInstance:
     @property
     def T(self) -> np.ndarray:
         """4x4 model-to-camera transform (t in mm)."""
-        T = np.eye(4)
-        T[:3, :3] = self.R
-        T[:3, 3] = self.t
-        return T
+        from posekit.geometry.transforms import to_matrix4
+
+        return to_matrix4(self.R, self.t)
 
     @property
     def visib_fract(self) -> float | None:
