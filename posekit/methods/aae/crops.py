@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from posekit.geometry.crop import crop_affine_theta
+
 DEFAULT_PAD = 1.2
 
 
@@ -33,17 +35,6 @@ def mask_box(mask: np.ndarray) -> np.ndarray:
     if len(xs) == 0:
         return np.zeros(4)
     return np.array([xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1], dtype=np.float64)
-
-
-def window_theta(windows: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(B, 2, 3) ``affine_grid`` matrices that sample the windows (B, 4) = (x0, y0, side_x, side_y) of an image."""
-    w = windows.to(torch.float32)
-    theta = torch.zeros(w.shape[0], 2, 3, device=w.device)
-    theta[:, 0, 0] = w[:, 2] / width
-    theta[:, 1, 1] = w[:, 3] / height
-    theta[:, 0, 2] = (2 * w[:, 0] + w[:, 2]) / width - 1
-    theta[:, 1, 2] = (2 * w[:, 1] + w[:, 3]) / height - 1
-    return theta
 
 
 def sample_windows(images: torch.Tensor, theta: torch.Tensor, size: int, supersample: int = 1,
@@ -67,7 +58,7 @@ def crop_boxes(images: torch.Tensor, boxes_xywh, size: int, pad: float = DEFAULT
     """
     windows = square_window(np.asarray(boxes_xywh, dtype=np.float64).reshape(-1, 4), pad)
     h, w = images.shape[-2:]
-    theta = window_theta(torch.as_tensor(windows, device=images.device), h, w)
+    theta = crop_affine_theta(torch.as_tensor(windows, dtype=torch.float32, device=images.device), (w, h))
     ratio = float(windows[:, 2].max()) / size if len(windows) else 1.0
     return sample_windows(images, theta, size, supersample=max(1, math.ceil(ratio))), windows
 
