@@ -84,7 +84,7 @@ def align_optical_axis(t: np.ndarray) -> np.ndarray:
     when the object is moved off-centre to ``t`` (minimal rotation, no extra roll). A ``t`` straight behind the
     camera gets the half turn diag(1, -1, -1).
     """
-    from posekit.geometry.rotations import so3_exp
+    from scipy.spatial.transform import Rotation  # numpy only: render workers need no torch
 
     d = np.asarray(t, dtype=np.float64)
     d = d / np.linalg.norm(d, axis=-1, keepdims=True)
@@ -92,7 +92,8 @@ def align_optical_axis(t: np.ndarray) -> np.ndarray:
     s = np.linalg.norm(axis, axis=-1)
     angle = np.arctan2(s, d[..., 2])
     unit = np.where(s[..., None] > 1e-12, axis / np.maximum(s, 1e-12)[..., None], [1.0, 0.0, 0.0])
-    return so3_exp(unit * angle[..., None])
+    rotvec = unit * angle[..., None]
+    return Rotation.from_rotvec(rotvec.reshape(-1, 3)).as_matrix().reshape(*rotvec.shape[:-1], 3, 3)
 
 
 def clean_camera(model: ObjectModel, size: tuple[int, int], distance: float, fill: float = 0.9) -> Camera:
