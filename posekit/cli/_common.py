@@ -50,3 +50,30 @@ def parse_size(text: str) -> tuple[int, int]:
     if w <= 0 or h <= 0:
         raise InputError(f"--size must be positive, got {text!r}")
     return w, h
+
+
+def choose_preset(name: str | None, device: str, get_preset, saved=None, workspace=None):
+    """The preset a `train` command runs with.
+
+    ``saved``: the workspace's own preset when resuming (it wins; naming another one is an error);
+    otherwise ``--preset``, where 'auto' (or None) means 'paper' on CUDA and 'cpu' elsewhere.
+    ``get_preset`` is the method's lookup (it raises InputError for an unknown name).
+    """
+    from posekit.errors import InputError
+
+    if saved is not None:
+        if name not in (None, "auto") and get_preset(name).name != saved.name:
+            raise InputError(f"{workspace} was trained with --preset {saved.name}; resume it with that preset")
+        return saved
+    if name in (None, "auto"):
+        import torch
+
+        cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+        name = "paper" if cuda else "cpu"
+    return get_preset(name)
+
+
+def recent_loss(losses: list[float], n: int = 50) -> float:
+    """Mean of the last ``n`` losses (what a finished `train` command reports)."""
+    tail = losses[-min(n, len(losses)):]
+    return sum(tail) / len(tail)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from posekit.cli._common import guarded
+from posekit.cli._common import choose_preset, guarded, recent_loss
 from posekit.errors import InputError
 
 train_app = typer.Typer(
@@ -22,25 +22,16 @@ train_app = typer.Typer(
 
 def _preset_for(name: str | None, workspace: Path, resume: bool, device: str, steps: int | None):
     """The preset to train with: the workspace's own when resuming, else --preset ('auto': paper on CUDA, cpu else)."""
-    import torch
-
     from posekit.methods.aae.presets import AaePreset, get_preset
 
     cfg_file = workspace / "config.json"
+    saved = None
     if resume and cfg_file.is_file():
         try:
             saved = AaePreset.from_dict(json.loads(cfg_file.read_text())["preset"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise InputError(f"{cfg_file}: unreadable workspace config ({exc})") from None
-        if name not in (None, "auto") and get_preset(name).name != saved.name:
-            raise InputError(f"{workspace} was trained with --preset {saved.name}; resume it with that preset")
-        preset = saved
-    else:
-        if name in (None, "auto"):
-            cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-            name = "paper" if cuda else "cpu"
-        preset = get_preset(name)
-    return preset.with_steps(steps)
+    return choose_preset(name, device, get_preset, saved, workspace).with_steps(steps)
 
 
 @train_app.command("aae")
@@ -74,8 +65,7 @@ def train_aae_command(
                        make_codebook=codebook)
     tr = result.train
     if tr.losses:
-        tail = tr.losses[-min(50, len(tr.losses)):]
-        typer.echo(f"trained {chosen.name} preset to step {tr.step} (loss {sum(tail) / len(tail):.4g}, "
+        typer.echo(f"trained {chosen.name} preset to step {tr.step} (loss {recent_loss(tr.losses):.4g}, "
                    f"{tr.seconds:.0f} s this run) -> {out}")
     if result.codebook:
         typer.echo(f"codebook: {result.codebook}")

@@ -9,26 +9,18 @@ from pathlib import Path
 
 import typer
 
-from posekit.cli._common import guarded
-from posekit.errors import InputError
+from posekit.cli._common import choose_preset, guarded, recent_loss
 
 
 def _preset(name: str, out: Path, resume: bool, device: str):
     """--preset, 'auto' = paper on CUDA else cpu; a resumed workspace keeps its own preset."""
-    import torch
-
     from posekit.methods.refine.presets import RefinePreset, get_preset
     from posekit.methods.refine.train import CONFIG_NAME, read_config
 
+    saved = None
     if resume and (out / CONFIG_NAME).is_file():
         saved = RefinePreset.from_json(read_config(out)["preset"])
-        if name not in ("auto", saved.name):
-            raise InputError(f"{out} was trained with --preset {saved.name}; resume it with that preset")
-        return saved
-    if name == "auto":
-        cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-        name = "paper" if cuda else "cpu"
-    return get_preset(name)
+    return choose_preset(name, device, get_preset, saved, out)
 
 
 def train_refine_command(
@@ -64,9 +56,8 @@ def train_refine_command(
     result = train_refiner(models, out, chosen, steps=steps, resume=resume, device=device, data=data, seed=seed)
     tr = result.train
     if tr.losses:
-        tail = tr.losses[-min(50, len(tr.losses)):]
         typer.echo(f"trained {chosen.name} refiner for {len(models)} object(s) to step {tr.step} "
-                   f"(loss {sum(tail) / len(tail):.4g}, {tr.seconds:.0f} s this run) -> {out}")
+                   f"(loss {recent_loss(tr.losses):.4g}, {tr.seconds:.0f} s this run) -> {out}")
 
 
 def register_refine(train_app: typer.Typer) -> None:
