@@ -21,14 +21,10 @@ import sys
 import time
 from pathlib import Path
 
-from _docs import write_section  # benchmarks/ is on sys.path when a script runs
+from _common import lmo_dev, write_section  # benchmarks/ is on sys.path when a script runs
 
 REPO = Path(__file__).resolve().parent.parent
 
-
-def data_dir() -> Path:
-    env = os.environ.get("POSEKIT_DATA")
-    return (Path(env) if env else REPO.parent / "shared" / "data") / "lmo-dev"
 
 
 def posekit(*args: str) -> None:
@@ -83,7 +79,7 @@ def main() -> None:
     ap.add_argument("--write-docs", action="store_true")
     ap.add_argument("--train-only", action="store_true", help="train the workspaces and stop (run one per core)")
     a = ap.parse_args()
-    data = data_dir()
+    data = lmo_dev()
     if not data.is_dir():
         sys.exit(f"lmo-dev not found at {data} (set POSEKIT_DATA)")
     objects = [int(v) for v in a.objects.split(",")]

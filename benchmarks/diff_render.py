@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _docs import write_section  # benchmarks/ is on sys.path when a script runs
+from _common import lmo_dev, write_section  # benchmarks/ is on sys.path when a script runs
 from scipy.spatial.transform import Rotation
 from tqdm import tqdm
 
@@ -44,7 +44,7 @@ from posekit.render.diff import DEFAULT_FACES_PER_PIXEL, DEFAULT_SIGMA_PX, DiffR
 from posekit.render.gl import OffscreenRenderer  # noqa: E402
 from posekit.render.types import RenderObject  # noqa: E402
 
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "lmo-dev"
+DEFAULT_DATA = lmo_dev()
 LMO_K = np.array([[572.4114, 0.0, 325.2611], [0.0, 573.57043, 242.04899], [0.0, 0.0, 1.0]])
 S = 128
 

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _docs import write_section  # benchmarks/ is on sys.path when a script runs
+from _common import lmo_dev, write_section  # benchmarks/ is on sys.path when a script runs
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -37,7 +37,7 @@ from posekit.estimate.types import PoseEstimate  # noqa: E402
 from posekit.eval import metrics as M  # noqa: E402
 from posekit.eval.recall import evaluate  # noqa: E402
 
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "lmo-dev"
+DEFAULT_DATA = lmo_dev()
 
 
 def perturbed_results(ds: BopDataset, path: Path, seed: int = 0) -> list[tuple]:

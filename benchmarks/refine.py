@@ -22,14 +22,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _docs import write_section  # benchmarks/ is on sys.path when a script runs
+from _common import lmo_dev, write_section  # benchmarks/ is on sys.path when a script runs
 
 REPO = Path(__file__).resolve().parent.parent
 
-
-def data_dir() -> Path:
-    env = os.environ.get("POSEKIT_DATA")
-    return (Path(env) if env else REPO.parent / "shared" / "data") / "lmo-dev"
 
 
 def speed(preset_name: str, repeats: int) -> str:
@@ -42,7 +38,7 @@ def speed(preset_name: str, repeats: int) -> str:
     from posekit.methods.refine.refiner import Refiner
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    ds = BopDataset(data_dir())
+    ds = BopDataset(lmo_dev())
     preset = get_preset(preset_name)
     models = [ds.load_model(o) for o in ds.obj_ids]
     objects = [prepare_object(m, preset) for m in models]
@@ -93,7 +89,7 @@ def posekit(*args: str) -> float:
 
 
 def lmo(aae_dir: Path, refiner: Path, boxes: str, out_dir: Path) -> str:
-    data = data_dir()
+    data = lmo_dev()
     out_dir.mkdir(parents=True, exist_ok=True)
     variants = [("AAE", []), *[(f"AAE + {k} it.", ["--refine", "deepim", "--refiner", str(refiner), "--iters", str(k)])
                                for k in (1, 2, 4)],

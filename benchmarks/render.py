@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _docs import write_section  # benchmarks/ is on sys.path when a script runs
+from _common import lmo_dev, write_section  # benchmarks/ is on sys.path when a script runs
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 from posekit.render.dataset import RenderJob, default_camera, run_job  # noqa: E402
 from posekit.render.scenes import RandomizationConfig, random_rotation  # noqa: E402
 
-DEFAULT_MODEL = REPO.parent / "shared" / "data" / "lmo-dev" / "models" / "obj_000006.ply"
+DEFAULT_MODEL = lmo_dev() / "models" / "obj_000006.ply"
 MATCHED = dict(objects=(1, 1), distractors=(0, 0), primitives=0, occluders=0, background="none", noise=0.0,
                blur=0.0, blur_prob=0.0, lights=(1, 1), out_of_frame=0.0)
 

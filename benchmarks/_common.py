@@ -1,4 +1,4 @@
-"""Write one benchmark's section of docs/benchmarks.md in place (shared by every script in benchmarks/)."""
+"""What every script in benchmarks/ shares: where the real data lives, and writing its docs/benchmarks.md section."""
 
 from __future__ import annotations
 
@@ -6,7 +6,14 @@ import os
 import re
 from pathlib import Path
 
-BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+REPO = Path(__file__).resolve().parent.parent
+BENCHMARKS_MD = REPO / "docs" / "benchmarks.md"
+
+
+def lmo_dev() -> Path:
+    """The LM-O dev data: $POSEKIT_DATA/lmo-dev, else ../shared/data/lmo-dev next to the repository."""
+    env = os.environ.get("POSEKIT_DATA")
+    return (Path(env) if env else REPO.parent / "shared" / "data") / "lmo-dev"
 
 
 def write_section(heading: str, body: str, path: Path = BENCHMARKS_MD) -> Path:
