@@ -36,6 +36,8 @@ def train_refine_command(
     data: Path | None = typer.Option(None, "--data", help="Train on a BOP dataset with masks (e.g. `posekit render` "
                                      "output) instead of patches rendered on the fly; needs obj_XXXXXX CAD names."),
     seed: int = typer.Option(0, "--seed", help="Seed of the weights and the training stream."),
+    pool: int | None = typer.Option(None, "--pool", min=1, help="Render this many observed patches once and reuse "
+                                    "them (fresh initial poses each time): about 2x faster on CPU, less variety."),
 ) -> None:
     """Train a DeepIM-style refiner (Li et al. 2018) on domain-randomised renders of the --cad objects.
 
@@ -53,7 +55,8 @@ def train_refine_command(
         match = re.search(r"obj_0*(\d+)", path.stem)
         models.append(load_model(path, units=units, obj_id=int(match.group(1)) if match else None))
     chosen = _preset(preset, out, resume, device)
-    result = train_refiner(models, out, chosen, steps=steps, resume=resume, device=device, data=data, seed=seed)
+    result = train_refiner(models, out, chosen, steps=steps, resume=resume, device=device, data=data, seed=seed,
+                           pool=pool)
     tr = result.train
     if tr.losses:
         typer.echo(f"trained {chosen.name} refiner for {len(models)} object(s) to step {tr.step} "

@@ -2,8 +2,9 @@
 
 ``cpu``: sized for this project's 2-core machine -- 64x64 zoom crops, a ~1.3 M-parameter GroupNorm
 conv net, renders of meshes decimated to 2000 faces (pyrender on llvmpipe: ~7-10 ms per crop), so
-that a refiner for the 8 LM-O objects trains in about 2 hours (see docs/benchmarks.md for the
-measured step rate).
+that a refiner for the 8 LM-O objects trains in about 1.5-2 hours (10k steps at 0.5-1.1 s per step on
+one thread, pooled or fresh observed patches; docs/training.md). It carries the tiny preset's lessons
+(difference and coordinate channels, no random plain colours).
 ``paper``: for a GPU -- 256x192 crops (DeepIM's 640x480 zoom at 4:3, downscaled), a ResNet-style
 residual backbone with ~11 M parameters, larger batches, more steps.
 ``tiny``: for tests (a minute on CPU). lr 3e-4: at 2e-3 (its former value) the pose heads did not learn
@@ -70,7 +71,7 @@ class RefinePreset:
 
 
 PRESETS: dict[str, RefinePreset] = {
-    "cpu": RefinePreset(name="cpu"),
+    "cpu": RefinePreset(name="cpu", coord_channels=True, diff_channels=True, plain_color_p=0.0, steps=10000),
     "paper": RefinePreset(
         name="paper", crop_size=(256, 192), widths=(64, 128, 256, 512), blocks_per_stage=2, fc_width=512,
         groups=32, max_faces=20000, n_points=1000, batch_size=64, steps=100000, lr=3e-4,
