@@ -93,9 +93,11 @@ class RefineNet(nn.Module):
         self.stages = nn.ModuleList(stages)
         gp = int(preset.pool_grid)
         self.pool = nn.AdaptiveAvgPool2d((gp, gp))
+        # Leaky: with plain ReLUs the first FC layer of the cpu preset died within ~1k steps (every unit
+        # negative for every input), leaving the pose heads a constant "no update" -- measured, not guessed.
         self.fc = nn.Sequential(
-            nn.Linear(w[-1] * gp * gp, preset.fc_width), nn.ReLU(inplace=True),
-            nn.Linear(preset.fc_width, preset.fc_width), nn.ReLU(inplace=True),
+            nn.Linear(w[-1] * gp * gp, preset.fc_width), nn.LeakyReLU(0.1, inplace=True),
+            nn.Linear(preset.fc_width, preset.fc_width), nn.LeakyReLU(0.1, inplace=True),
         )
         self.rot_head = nn.Linear(preset.fc_width, 6)
         self.trans_head = nn.Linear(preset.fc_width, 3)
