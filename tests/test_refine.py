@@ -112,3 +112,35 @@ def test_load_rejects_non_workspace_and_wrong_mesh(tmp_path, bracket):
         Refiner.load(ws, models=[other])
     with pytest.raises(InputError, match="already there"):
         train_refiner([bracket], ws, dataclasses.replace(PRESETS["tiny"], steps=4), device="cpu", progress=False)
+
+
+def test_cli_train_refine_pool_resume_and_bad_input(tmp_path, assets):
+    """`posekit train refine`: a pooled run writes a workspace, --resume continues the step count, and bad
+    input (missing CAD, a pool of 0) is one stderr line, exit 2, no workspace left behind."""
+    import subprocess
+    import sys
+
+    from posekit.train.checkpoint import load_checkpoint
+
+    cad = assets / "bracket.stl"
+    ws = tmp_path / "ws"
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "posekit", "train", "refine", *args], capture_output=True,
+                              text=True, timeout=600)
+
+    base = ["--cad", str(cad), "--out", str(ws), "--preset", "tiny", "--device", "cpu", "--pool", "8"]
+    first = run(*base, "--steps", "3")
+    assert first.returncode == 0, first.stderr
+    assert (ws / "config.json").is_file() and load_checkpoint(ws / "checkpoints" / "last.pt")["step"] == 3
+    again = run(*base, "--steps", "5")
+    assert again.returncode == 2 and "--resume" in again.stderr
+    resumed = run(*base, "--steps", "5", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert load_checkpoint(ws / "checkpoints" / "last.pt")["step"] == 5
+
+    missing = run("--cad", str(tmp_path / "nope.ply"), "--out", str(tmp_path / "ws2"), "--device", "cpu")
+    assert missing.returncode == 2 and "nope.ply" in missing.stderr
+    assert missing.stderr.strip().count("\n") == 0 and not (tmp_path / "ws2").exists()
+    zero = run("--cad", str(cad), "--out", str(tmp_path / "ws3"), "--pool", "0")
+    assert zero.returncode == 2 and not (tmp_path / "ws3").exists()
