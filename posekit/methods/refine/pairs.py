@@ -208,8 +208,15 @@ class PooledObserved:
     images repeat. Halves the rendering per step -- for quick trainings (tests, smoke runs).
     """
 
-    def __init__(self, source, pool_size: int, gen: torch.Generator, chunk: int = 32) -> None:
-        parts = [source.sample(min(chunk, pool_size - k), gen) for k in range(0, pool_size, chunk)]
+    def __init__(self, source, pool_size: int, gen: torch.Generator, chunk: int = 32, progress: bool = False) -> None:
+        starts = range(0, pool_size, chunk)
+        if progress:  # thousands of patches take minutes on a CPU
+            import sys
+
+            from tqdm import tqdm
+
+            starts = tqdm(starts, desc="observed pool", unit="chunk", file=sys.stderr, dynamic_ncols=True)
+        parts = [source.sample(min(chunk, pool_size - k), gen) for k in starts]
         self.pool = ObservedBatch(
             torch.cat([p.images for p in parts]), torch.cat([p.masks for p in parts]),
             np.concatenate([p.K for p in parts]), np.concatenate([p.R for p in parts]),

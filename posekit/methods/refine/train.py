@@ -228,7 +228,8 @@ def train_refiner(
         obs_renderer = OffscreenRenderer(*SyntheticObserved.patch_size_for(preset))
         source = SyntheticObserved(objects, preset, obs_renderer, camera=DEFAULT_CAMERA)
     if pool:
-        source = PooledObserved(source, int(pool), torch.Generator().manual_seed(seed + 1))
+        source = PooledObserved(source, int(pool), torch.Generator().manual_seed(seed + 1),
+                                progress=progress and rank == 0)
     torch.manual_seed(seed)
     task = RefineTrainTask(objects, preset, source, renderer)
     cfg = TrainConfig(out_dir=ws, steps=steps if steps is not None else preset.steps, lr=preset.lr,
