@@ -144,3 +144,37 @@ def test_cli_train_refine_pool_resume_and_bad_input(tmp_path, assets):
     assert missing.stderr.strip().count("\n") == 0 and not (tmp_path / "ws2").exists()
     zero = run("--cad", str(cad), "--out", str(tmp_path / "ws3"), "--pool", "0")
     assert zero.returncode == 2 and not (tmp_path / "ws3").exists()
+
+
+def test_refiner_of_several_objects_loads_with_a_subset(tmp_path, bracket):
+    """One refiner for several objects serves an image of any one of them (`posekit estimate --cad one.ply`)."""
+    import trimesh
+
+    from posekit.cad.properties import diameter, mesh_hash
+    from posekit.methods.refine.refiner import Refiner
+    from posekit.methods.refine.train import train_refiner
+
+    def shape(mesh, name, obj_id):
+        v, f = np.asarray(mesh.vertices, float), np.asarray(mesh.faces, np.int64)
+        return ObjectModel(vertices=v, faces=f, diameter=diameter(v), mesh_hash=mesh_hash(v, f), name=name, obj_id=obj_id)
+
+    box = shape(trimesh.creation.box((60.0, 40.0, 20.0)), "box", 7)
+    cone = shape(trimesh.creation.cone(30.0, 80.0), "cone", 9)
+    ws = tmp_path / "ws"
+    train_refiner([dataclasses.replace(bracket, obj_id=3), box], ws,
+                  dataclasses.replace(PRESETS["tiny"], steps=1, batch_size=2), device="cpu", progress=False, pool=2)
+    ref = Refiner.load(ws, models=[box], device="cpu")
+    assert len(ref.objects) == 1 and ref.object_index(7) == 0 and ref.object_index("box") == 0
+    run = ref.refine(_observation_of(box), [7], np.eye(3)[None], np.array([[0.0, 0.0, 400.0]]), iters=1)
+    assert run.R.shape == (2, 1, 3, 3) and np.isfinite(run.t).all()
+    with pytest.raises(InputError, match="not trained on cone"):
+        Refiner.load(ws, models=[box, cone])
+    ref.close()
+
+
+def _observation_of(model: ObjectModel):
+    from posekit.estimate.types import Observation
+    from posekit.geometry.camera import Camera
+
+    K = np.array([[500.0, 0, 160], [0, 500.0, 120], [0, 0, 1]])
+    return Observation(np.full((240, 320, 3), 90, np.uint8), Camera(K, 320, 240))

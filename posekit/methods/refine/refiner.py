@@ -99,8 +99,8 @@ class Refiner:
              renderer: str = "auto") -> Refiner:
         """A refiner from a workspace written by ``posekit train refine``.
 
-        ``models``: the objects' meshes (matched to the workspace's by mesh hash; every trained
-        object must be given); None -> loaded from the CAD paths recorded in config.json.
+        ``models``: the meshes to refine (each must be one the workspace was trained on, matched by mesh
+        hash; a subset is fine); None -> all trained objects, from the CAD paths recorded in config.json.
         """
         ws = Path(workspace)
         cfg = read_config(ws)
@@ -114,16 +114,19 @@ class Refiner:
                 if not r.get("cad") or not Path(r["cad"]).is_file():
                     raise InputError(f"{ws / 'config.json'}: CAD file {r.get('cad')!r} of {r['name']} not found; pass the models")
                 models.append(load_model(r["cad"], units="mm", obj_id=r.get("obj_id"), symmetries=r["models_info"]))
-        by_hash = {m.mesh_hash: m for m in models}
+        trained = {r["mesh_hash"]: r for r in recs}
         ordered = []
-        for r in recs:
-            m = by_hash.get(r["mesh_hash"])
-            if m is None:
-                raise InputError(f"{ws / 'config.json'}: object {r['name']} (mesh hash {r['mesh_hash']}) is not among "
-                                 "the given models; the refiner must be used with the meshes it was trained on")
+        for m in models:  # a subset of the trained objects is fine: the network is shared across objects
+            r = trained.get(m.mesh_hash)
+            if r is None:
+                names = ", ".join(r["name"] for r in recs)
+                raise InputError(f"{ws / 'config.json'}: the refiner was not trained on {m.name or 'this model'} (mesh "
+                                 f"hash {m.mesh_hash[:16]}...; it knows {names}); use it with the meshes it was trained on")
             if m.obj_id is None and r.get("obj_id") is not None:
                 m.obj_id = int(r["obj_id"])
             ordered.append(m)
+        if not ordered:
+            raise InputError(f"{ws / 'config.json'}: no models given to the refiner")
         net = RefineNet(preset)
         load_weights(net, checkpoint_path(ws))
         return cls(net, preset, [prepare_object(m, preset) for m in ordered], device=device, renderer=renderer)
