@@ -6,7 +6,7 @@
         network of the preset's shape is used).
 
     python benchmarks/refine.py lmo --aae-dir DIR --refiner WS [--boxes gt-visib] [--write-docs]
-        AAE alone vs AAE + refiner (1, 2, 4 iterations, without and with --polish) on lmo-dev, through
+        AAE alone vs AAE + refiner (1, 2, 4 iterations, without and with --polish N, default 3) on lmo-dev, through
         `posekit estimate --dataset` and `posekit eval`: ADD(-S) 0.1d, AR_MSSD, AR_MSPD per object and mean.
 
     python benchmarks/refine.py synthetic --refiner WS [--write-docs]
@@ -351,7 +351,7 @@ def main() -> None:
     m.add_argument("--refiner", type=Path, required=True)
     m.add_argument("--boxes", default="gt-visib")
     m.add_argument("--out", type=Path, default=Path("refine_lmo"))
-    m.add_argument("--polish", type=int, default=10)
+    m.add_argument("--polish", type=int, default=3)
     m.add_argument("--write-docs", action="store_true")
     bg = sub.add_parser("backgrounds")
     bg.add_argument("--refiner", type=Path, required=True)
