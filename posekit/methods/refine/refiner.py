@@ -119,7 +119,7 @@ class Refiner:
         for m in models:  # a subset of the trained objects is fine: the network is shared across objects
             r = trained.get(m.mesh_hash)
             if r is None:
-                names = ", ".join(r["name"] for r in recs)
+                names = ", ".join(rec["name"] for rec in recs)
                 raise InputError(f"{ws / 'config.json'}: the refiner was not trained on {m.name or 'this model'} (mesh "
                                  f"hash {m.mesh_hash[:16]}...; it knows {names}); use it with the meshes it was trained on")
             if m.obj_id is None and r.get("obj_id") is not None:
