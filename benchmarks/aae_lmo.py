@@ -16,22 +16,13 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-from _common import lmo_dev, write_section  # benchmarks/ is on sys.path when a script runs
+from _common import lmo_dev, run_posekit, write_section  # benchmarks/ is on sys.path when a script runs
 
 REPO = Path(__file__).resolve().parent.parent
 
-
-
-def posekit(*args: str) -> None:
-    """Run a posekit command, streaming its output; stop on failure."""
-    cmd = [sys.executable, "-m", "posekit", *args]
-    print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
 
 
 def workspace_done(ws: Path, steps: int | None) -> bool:
@@ -58,11 +49,10 @@ def train_all(data: Path, workdir: Path, objects: list[int], preset: str, steps:
             args += ["--steps", str(steps)]
         if (ws / "checkpoints" / "last.pt").is_file():
             args.append("--resume")
-        start = time.time()
-        posekit(*args)
+        elapsed = run_posekit(*args)
         # Re-read before writing: one stream per core shares this file.
         times = json.loads(times_file.read_text()) if times_file.is_file() else {}
-        times[str(obj_id)] = times.get(str(obj_id), 0.0) + (time.time() - start)
+        times[str(obj_id)] = times.get(str(obj_id), 0.0) + elapsed
         tmp = times_file.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(times, indent=1))
         os.replace(tmp, times_file)
@@ -89,12 +79,10 @@ def main() -> None:
         return
 
     results = a.workdir / f"results_{a.boxes}.csv"
-    start = time.time()
-    posekit("estimate", "--dataset", str(data), "--model-dir", str(a.workdir), "--boxes", a.boxes,
+    est_s = run_posekit("estimate", "--dataset", str(data), "--model-dir", str(a.workdir), "--boxes", a.boxes,
             "--objects", ",".join(map(str, objects)), "--out", str(results))
-    est_s = time.time() - start
     out = a.workdir / f"eval_{a.boxes}"
-    posekit("eval", "--dataset", str(data), "--results", str(results), "--out", str(out))
+    run_posekit("eval", "--dataset", str(data), "--results", str(results), "--out", str(out))
     report = json.loads((out / "eval.json").read_text())
 
     steps_done = {}

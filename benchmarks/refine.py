@@ -28,13 +28,17 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from _common import lmo_dev, write_section  # benchmarks/ is on sys.path when a script runs
+from _common import (  # benchmarks/ is on sys.path when a script runs
+    lmo_dev,
+    run_posekit,
+    torch_threads,
+    write_section,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -49,7 +53,7 @@ def speed(preset_name: str, repeats: int) -> str:
     from posekit.methods.refine.presets import get_preset
     from posekit.methods.refine.refiner import Refiner
 
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    torch_threads()
     ds = BopDataset(lmo_dev())
     preset = get_preset(preset_name)
     models = [ds.load_model(o) for o in ds.obj_ids]
@@ -92,17 +96,9 @@ def speed(preset_name: str, repeats: int) -> str:
     return "\n".join(lines)
 
 
-def posekit(*args: str) -> float:
-    cmd = [sys.executable, "-m", "posekit", *args]
-    print("+", " ".join(cmd), flush=True)
-    start = time.time()
-    subprocess.run(cmd, check=True)
-    return time.time() - start
-
-
 def _eval(results: Path, out: Path) -> dict:
     """`posekit eval` on lmo-dev -> its eval.json."""
-    posekit("eval", "--dataset", str(lmo_dev()), "--results", str(results), "--out", str(out), "--quiet")
+    run_posekit("eval", "--dataset", str(lmo_dev()), "--results", str(results), "--out", str(out), "--quiet")
     return json.loads((out / "eval.json").read_text())
 
 
@@ -147,7 +143,7 @@ def lmo(aae_dir: Path, refiner: Path, boxes: str, out_dir: Path, polish: int) ->
     for name, extra in variants:
         tag = name.replace(" ", "_").replace("+", "").replace(".", "")
         res = out_dir / f"results_{tag}.csv"
-        secs = posekit("estimate", "--dataset", str(data), "--model-dir", str(aae_dir), "--boxes", boxes,
+        secs = run_posekit("estimate", "--dataset", str(data), "--model-dir", str(aae_dir), "--boxes", boxes,
                        "--out", str(res), *extra)
         rep = reports[name] = _eval(res, out_dir / f"eval_{tag}")
         adds, mssd, mspd = _summary(rep)
@@ -166,10 +162,20 @@ NOISE_LEVELS = {  # name: (rotation angle deg about a random axis, std of x/y of
 }
 
 
+def perturb_ground_truth(gts, rng: np.random.Generator, angle_deg: float, sxy: float, sz: float):
+    """Poses (B, 3, 3), (B, 3) of ground-truth instances ``gts`` turned by ``angle_deg`` about a random axis
+    (camera frame) and shifted by Gaussian noise of std (sxy, sxy, sz) mm: known noise for the refiner."""
+    from scipy.spatial.transform import Rotation
+
+    axes = rng.normal(size=(len(gts), 3))
+    axes /= np.linalg.norm(axes, axis=1, keepdims=True)
+    R0 = Rotation.from_rotvec(axes * np.deg2rad(angle_deg)).as_matrix() @ np.stack([g.R for g in gts])
+    t0 = np.stack([g.t for g in gts]) + rng.normal(size=(len(gts), 3)) * np.array([sxy, sxy, sz])
+    return R0, t0
+
+
 def perturbed(refiner_ws: Path, out_dir: Path, iters: tuple[int, ...] = (1, 2, 4), seed: int = 0) -> str:
     """Refine ground truth perturbed by known noise on the real lmo-dev images; how much noise is removed."""
-    import torch
-    from scipy.spatial.transform import Rotation
     from tqdm import tqdm
 
     from posekit.data.bop import BopDataset
@@ -178,7 +184,7 @@ def perturbed(refiner_ws: Path, out_dir: Path, iters: tuple[int, ...] = (1, 2, 4
     from posekit.eval.metrics import rotation_error, translation_error
     from posekit.methods.refine.refiner import Refiner
 
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    torch_threads()
     ds = BopDataset(lmo_dev())
     refiner = Refiner.load(refiner_ws, device="cpu")
     known = set(ds.obj_ids)
@@ -208,11 +214,7 @@ def perturbed(refiner_ws: Path, out_dir: Path, iters: tuple[int, ...] = (1, 2, 4
                    and (g.visib_fract is None or g.visib_fract >= 0.1)]
             if not sel:
                 continue
-            axes = rng.normal(size=(len(sel), 3))
-            axes /= np.linalg.norm(axes, axis=1, keepdims=True)
-            dR = Rotation.from_rotvec(axes * np.deg2rad(angle)).as_matrix()
-            R0 = np.einsum("bij,bjk->bik", dR, np.stack([g.R for g in sel]))
-            t0 = np.stack([g.t for g in sel]) + rng.normal(size=(len(sel), 3)) * np.array([sxy, sxy, sz])
+            R0, t0 = perturb_ground_truth(sel, rng, angle, sxy, sz)
             start = time.perf_counter()
             run = refiner.refine(frame.observation(), [g.obj_id for g in sel], R0, t0, iters=max(iters))
             ms.append(1000 * (time.perf_counter() - start))
@@ -248,7 +250,7 @@ def synthetic(refiner_ws: Path, n: int = 96, seed: int = 123) -> str:
     from posekit.methods.refine.update import apply_update, target_update
     from posekit.render.gl import OffscreenRenderer
 
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    torch_threads()
     ref = Refiner.load(refiner_ws, device="cpu")
     pre = ref.preset
     src = SyntheticObserved(ref.objects, pre, OffscreenRenderer(*SyntheticObserved.patch_size_for(pre)),
@@ -281,8 +283,6 @@ def synthetic(refiner_ws: Path, n: int = 96, seed: int = 123) -> str:
 def backgrounds(refiner_ws: Path, n_images: int = 12, seed: int = 0) -> str:
     """Where the refiner loses on real images: the same perturbed poses refined on the real image, on the
     real image with the objects re-rendered at their true poses, and on those renders over black / grey."""
-    import torch
-    from scipy.spatial.transform import Rotation
 
     from posekit.data.bop import BopDataset
     from posekit.estimate.types import Observation
@@ -290,7 +290,7 @@ def backgrounds(refiner_ws: Path, n_images: int = 12, seed: int = 0) -> str:
     from posekit.render.gl import OffscreenRenderer
     from posekit.render.types import RenderObject
 
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    torch_threads()
     ds = BopDataset(lmo_dev())
     ref = Refiner.load(refiner_ws, device="cpu")
     models = {o: ds.load_model(o) for o in ds.obj_ids}
@@ -315,10 +315,7 @@ def backgrounds(refiner_ws: Path, n_images: int = 12, seed: int = 0) -> str:
             if base is not None:
                 im[m] = r.rgb[m]
             images[k] = im
-        axes = rng.normal(size=(len(sel), 3))
-        axes /= np.linalg.norm(axes, axis=1, keepdims=True)
-        R0 = Rotation.from_rotvec(axes * np.deg2rad(10.0)).as_matrix() @ np.stack([g.R for g in sel])
-        t0 = np.stack([g.t for g in sel]) + rng.normal(size=(len(sel), 3)) * np.array([10.0, 10.0, 30.0])
+        R0, t0 = perturb_ground_truth(sel, rng, *NOISE_LEVELS["10 deg, 10/30 mm"])
         for k in kinds:
             run = ref.refine(Observation(images[k], obs.camera), [g.obj_id for g in sel], R0, t0, iters=2)
             te[k] += [[np.linalg.norm(run.t[i, j] - g.t) for i in range(3)] for j, g in enumerate(sel)]
