@@ -178,3 +178,42 @@ def _observation_of(model: ObjectModel):
 
     K = np.array([[500.0, 0, 160], [0, 500.0, 120], [0, 0, 1]])
     return Observation(np.full((240, 320, 3), 90, np.uint8), Camera(K, 320, 240))
+
+
+def test_scored_run_keeps_the_best_iterate_per_detection():
+    """`--score`: each detection keeps the iterate whose silhouette agreed best (the start included); unscored
+    runs keep the last iteration."""
+    from posekit.methods.refine.refiner import RefineRun
+
+    R = np.stack([random_rotations(2, k) for k in range(3)])  # (iters + 1, B, 3, 3)
+    t = np.arange(18, dtype=float).reshape(3, 2, 3) + 100.0
+    run = RefineRun(R=R, t=t)
+    Rf, tf = run.final
+    assert np.array_equal(run.best, [2, 2]) and np.array_equal(Rf, R[2]) and np.array_equal(tf, t[2])
+    run.scores = np.array([[0.9, 0.1], [0.5, 0.3], [0.2, 0.4]])
+    Rf, tf = run.final
+    assert np.array_equal(run.best, [0, 2])
+    assert np.array_equal(Rf[0], R[0, 0]) and np.array_equal(tf[1], t[2, 1])
+
+
+def test_refine_with_scores_rates_every_iterate(tmp_path, bracket):
+    """refine(score=True) rates the start and each iteration in [0, 1] and the estimator reports the kept one."""
+    from posekit.estimate.pipeline import EstimatorConfig, PoseEstimator
+    from posekit.estimate.types import PoseEstimate
+    from posekit.methods.refine.refiner import Refiner
+    from posekit.methods.refine.train import train_refiner
+
+    ws = tmp_path / "ws"
+    train_refiner([bracket], ws, dataclasses.replace(PRESETS["tiny"], steps=1, batch_size=2), device="cpu",
+                  progress=False, pool=2)
+    ref = Refiner.load(ws, models=[bracket], device="cpu")
+    obs = _observation_of(bracket)
+    R0, t0 = np.eye(3)[None], np.array([[0.0, 0.0, 400.0]])
+    run = ref.refine(obs, [1], R0, t0, iters=2, score=True)
+    assert run.scores.shape == (3, 1) and ((run.scores >= 0) & (run.scores <= 1)).all()
+    est = PoseEstimator({1: bracket}, refiner=ref, config=EstimatorConfig(refine_iters=2, refine_score=True))
+    out = est.refine(obs, [PoseEstimate(obj_id=1, R=R0[0], t=t0[0])])[0]
+    kept = out.history[-1]
+    assert kept["stage"] == "refine_kept" and 0 <= kept["iteration"] <= 2
+    assert np.allclose(np.asarray(kept["t"]), out.t) and np.allclose(np.asarray(kept["R"]).reshape(3, 3), out.R)
+    ref.close()

@@ -57,6 +57,7 @@ def estimate(
     refiner_ws: Path | None = typer.Option(None, "--refiner", help="Refiner workspace from `posekit train refine`."),
     iters: int = typer.Option(4, "--iters", min=0, help="Refiner iterations."),
     polish: int = typer.Option(0, "--polish", min=0, help="Silhouette polish steps after refinement (PyTorch3D)."),
+    score: bool = typer.Option(False, "--score/--no-score", help="Keep the refiner iterate (the start included) whose silhouette best matches the predicted object mask, not the last one."),
     renderer: str = typer.Option("auto", "--renderer", help="Refiner renderer: auto, pytorch3d or pyrender."),
     init: Path | None = typer.Option(None, "--init", help="Start refinement from the pose in this JSON (R, t in mm) instead of the AAE."),
     overlay: Path | None = typer.Option(None, "--overlay", help="Write the pose over the image (.png/.jpg; .gif: one frame per stage, e.g. each refiner iteration)."),
@@ -74,6 +75,8 @@ def estimate(
     """Estimate 6D poses: rotation from the AAE codebook, translation from the box, optional DeepIM refinement."""
     if method not in METHODS:
         raise InputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if score and (refine == "none" or iters == 0):
+        raise InputError("--score chooses among refiner iterations: use it with --refine deepim and --iters >= 1")
     if polish and (refine == "none" or iters == 0):
         raise InputError("--polish works on the refiner's last iteration: use it with --refine deepim and --iters >= 1")
     for target in (json_out, overlay, strip, out):
@@ -85,14 +88,14 @@ def estimate(
         raise InputError(f"--strip {strip}: use a .png or .jpg file name")
     if dataset is not None:
         _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k, refine, refiner_ws, iters,
-                      polish, renderer, device)
+                      polish, renderer, device, score)
     else:
         _image_mode(image, cad, units, model, bbox, camera, K, top_k, refine, refiner_ws, iters, polish, renderer,
-                    init, overlay, strip, json_out, device)
+                    init, overlay, strip, json_out, device, score)
 
 
 def _image_mode(image, cad, units, model, bbox, camera, K, top_k, refine, refiner_ws, iters, polish, renderer,
-                init, overlay, strip, json_out, device) -> None:
+                init, overlay, strip, json_out, device, score=False) -> None:
     from posekit.cad.load import load_model
     from posekit.estimate import inputs
     from posekit.estimate.pipeline import Detection, EstimatorConfig, PoseEstimator, estimate_to_json
@@ -126,7 +129,7 @@ def _image_mode(image, cad, units, model, bbox, camera, K, top_k, refine, refine
 
         aae[1] = load_workspace(model, device=device, model=obj)
     refiner = _load_refiner(refine, refiner_ws, [obj], device, renderer)
-    config = EstimatorConfig(top_k=top_k, refine_iters=iters, polish_steps=polish)
+    config = EstimatorConfig(top_k=top_k, refine_iters=iters, polish_steps=polish, refine_score=score)
     estimator = PoseEstimator({1: obj}, aae=aae, refiner=refiner, config=config)
     obs = Observation(image=rgb, camera=cam, bbox=detections[0].bbox if detections else None)
     try:
@@ -165,7 +168,7 @@ def _write_overlay(path: Path, rgb, cam, obj, est, strip: bool = False) -> None:
 
 
 def _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k, refine, refiner_ws, iters,
-                  polish, renderer, device) -> None:
+                  polish, renderer, device, score=False) -> None:
     from posekit.data.bop import BopDataset
     from posekit.data.results import write_results
     from posekit.estimate.batch import BOX_SOURCES, estimate_dataset, mean_timings, read_detections
@@ -197,7 +200,8 @@ def _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k
         detections = read_detections(boxes)
     refiner = _load_refiner(refine, refiner_ws, list(models.values()), device, renderer)
     estimator = PoseEstimator(models, aae=aae, refiner=refiner,
-                              config=EstimatorConfig(top_k=top_k, refine_iters=iters, polish_steps=polish))
+                              config=EstimatorConfig(top_k=top_k, refine_iters=iters, polish_steps=polish,
+                                                     refine_score=score))
     try:
         results = estimate_dataset(estimator, ds, tgts, split=split, boxes=boxes, detections=detections)
     finally:

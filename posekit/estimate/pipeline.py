@@ -35,6 +35,7 @@ class EstimatorConfig:
     top_k: int = 1
     correct_perspective: bool = True
     refine_iters: int = 4
+    refine_score: bool = False  # keep the best-scored refiner iterate (Refiner.refine(score=True)), not the last
     polish_steps: int = 0
 
 
@@ -86,8 +87,8 @@ class PoseEstimator:
         t0 = np.stack([e.t for e in estimates])
         # The refiner knows its objects by mesh hash, which ties them to the meshes it was trained on.
         keys = [self.models[e.obj_id].mesh_hash for e in estimates]
-        run = self.refiner.refine(obs, keys, R0, t0, iters=iters)
-        final_R, final_t = run.R[-1], run.t[-1]
+        run = self.refiner.refine(obs, keys, R0, t0, iters=iters, score=self.config.refine_score and iters > 0)
+        final_R, final_t = run.final
         polished = None
         if self.config.polish_steps > 0 and iters > 0:
             polished = self.refiner.polish(run, keys, steps=self.config.polish_steps)
@@ -98,6 +99,13 @@ class PoseEstimator:
             for k in range(1, len(run.R)):
                 hist.append({"stage": f"refine_{k}", "R": np.asarray(run.R[k][i]).tolist(),
                              "t": np.asarray(run.t[k][i]).tolist(), "time": float(run.times[k - 1])})
+                if run.scores is not None:
+                    hist[-1]["score"] = float(run.scores[k, i])
+            if run.scores is not None:  # the iterate kept (0 = the pose refinement started from) and its score
+                b = int(run.best[i])
+                hist.append({"stage": "refine_kept", "iteration": b, "R": np.asarray(run.R[b][i]).tolist(),
+                             "t": np.asarray(run.t[b][i]).tolist(), "score": float(run.scores[b, i]),
+                             "initial_score": float(run.scores[0, i])})
             timings = dict(e.timings)
             timings["refine"] = float(sum(run.times))
             if polished is not None:

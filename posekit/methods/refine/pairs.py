@@ -156,6 +156,25 @@ class SyntheticObserved:
         centre = 0.5 * (obj.model.vertices.min(0) + obj.model.vertices.max(0))
         return R, t - R @ centre
 
+    def _clutter(self, obj: RefineObject, t: np.ndarray, rng: np.random.Generator) -> list:
+        """``preset.clutter`` objects (at most; uniform count) beside and behind the target, as in a real scene
+        where the other objects of the set stand around it on the table: drawn from the same objects, at
+        random rotations, centred 0.6-1.8 mean radii away in the image plane, 0-60 % of a diameter deeper."""
+        from posekit.render.types import RenderObject
+
+        out = []
+        for _ in range(int(rng.integers(0, self.preset.clutter + 1)) if self.preset.clutter > 0 else 0):
+            other = self.objects[int(rng.integers(len(self.objects)))]
+            ang = rng.uniform(0, 2 * np.pi)
+            off = rng.uniform(0.6, 1.8) * 0.5 * (obj.diameter + other.diameter)
+            dz = rng.uniform(0.0, 0.6) * max(obj.diameter, other.diameter)
+            centre = 0.5 * (other.model.vertices.min(0) + other.model.vertices.max(0))
+            Ro = random_rotations(1, rng)[0]
+            to = t + np.array([np.cos(ang) * off, np.sin(ang) * off, dz]) - Ro @ centre
+            out.append(RenderObject(other.render_model, Ro, to, metallic=rng.uniform(0, 0.4),
+                                    roughness=rng.uniform(0.3, 1.0)))
+        return out
+
     def sample(self, n: int, gen: torch.Generator) -> ObservedBatch:
         from posekit.data.augment import procedural_backgrounds
         from posekit.render.types import Light, RenderObject
@@ -181,12 +200,14 @@ class SyntheticObserved:
                 off = rng.uniform(0.5, 1.0) * 0.5 * (obj.diameter + other.diameter)
                 to = t + np.array([np.cos(ang) * off, np.sin(ang) * off, -rng.uniform(0.0, 0.5) * obj.diameter])
                 scene.append(RenderObject(other.render_model, Ro, to))
+            scene += self._clutter(obj, t, rng)
             light_pos = np.array([rng.uniform(-1, 1), rng.uniform(-1, 1), rng.uniform(-0.3, 0.5)]) * t[2]
             dist = np.linalg.norm(light_pos - t) / 1000.0
             light = Light("point", intensity=rng.uniform(0.4, 1.1) * dist**2, position=tuple(light_pos))
-            res = self.renderer.render(cam, scene, lights=[light], ambient=rng.uniform(0.1, 0.5))
+            res = self.renderer.render(cam, scene, lights=[light], ambient=rng.uniform(0.1, 0.5), with_masks=False)
             images.append(torch.from_numpy(res.rgb).permute(2, 0, 1).float() / 255.0)
-            masks.append(torch.from_numpy(np.stack([res.masks_visib[0], res.labels > 0])).float())
+            # labels: 1 + index of the front-most object per pixel, so the target's visible part is label 1
+            masks.append(torch.from_numpy(np.stack([res.labels == 1, res.labels > 0])).float())
             Ks.append(cam.K)
             Rs.append(R)
             ts.append(t)
@@ -290,14 +311,18 @@ class BopObserved:
 def perturb_poses(R: np.ndarray, t: np.ndarray, preset: RefinePreset, rng: np.random.Generator):
     """Initial poses around the truth (B, 3, 3), (B, 3): a random camera-frame rotation (axis-angle
     components ~ N(0, rot_noise_deg), angle capped at rot_noise_max_deg), x, y offsets ~ N(0, xy_noise z)
-    and a depth offset ~ N(0, z_noise z) -- like a coarse estimate whose depth comes from a 2D box."""
+    and a depth offset ~ N(0, z_noise z) -- like a coarse estimate whose depth comes from a 2D box; a share
+    ``fine_p`` of them with ``fine_scale`` x that noise."""
     B = len(R)
+    # fine_p of the poses get fine_scale x the noise: the iterates a refiner meets after its first steps
+    scale = np.where(rng.random(B) < preset.fine_p, preset.fine_scale, 1.0)[:, None] if preset.fine_p > 0 else 1.0
     w = rng.normal(size=(B, 3)) * np.deg2rad(preset.rot_noise_deg)
     ang = np.linalg.norm(w, axis=1, keepdims=True)
     cap = np.deg2rad(preset.rot_noise_max_deg)
-    w = np.where(ang > cap, w * cap / np.maximum(ang, 1e-12), w)
+    w = np.where(ang > cap, w * cap / np.maximum(ang, 1e-12), w) * scale
     z = t[:, 2:3]
     dt = rng.normal(size=(B, 3)) * np.concatenate([np.full((B, 2), preset.xy_noise), np.full((B, 1), preset.z_noise)], 1) * z
+    dt = dt * scale
     t_src = t + dt
     t_src[:, 2] = np.maximum(t_src[:, 2], 0.3 * t[:, 2])
     return so3_exp(w) @ R, t_src

@@ -56,6 +56,21 @@ class RefineRun:
     mask_probs: np.ndarray | None = None
     windows: np.ndarray | None = None
     K_crops: np.ndarray | None = None
+    scores: np.ndarray | None = None  # (iters + 1, B) silhouette agreement of each iterate (``score=True``)
+
+    @property
+    def best(self) -> np.ndarray:
+        """(B,) index of the iterate to keep: the best-scored one when scored, else the last."""
+        if self.scores is None:
+            return np.full(self.R.shape[1], len(self.R) - 1, dtype=np.int64)
+        return np.argmax(self.scores, axis=0)
+
+    @property
+    def final(self) -> tuple[np.ndarray, np.ndarray]:
+        """The kept poses (B, 3, 3), (B, 3): the best-scored iterate per detection, or the last iteration's."""
+        b = self.best
+        i = np.arange(self.R.shape[1])
+        return self.R[b, i], self.t[b, i]
 
     def history(self, i: int) -> list[dict]:
         """Detection ``i``'s pose after each iteration, JSON-ready (``PoseEstimate.history`` entries)."""
@@ -66,6 +81,14 @@ class RefineRun:
                 e["time"] = float(self.times[k - 1])
             out.append(e)
         return out
+
+
+def _silhouette_agreement(mask_logits: torch.Tensor, rendered: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """(B,) soft IoU of the predicted visible mask (logits, any resolution) and the rendered silhouette (B, 1, H, W)."""
+    p = torch.sigmoid(F.interpolate(mask_logits, size=size[::-1], mode="bilinear", align_corners=False))
+    inter = (p * rendered).flatten(1).sum(1)
+    union = (p + rendered - p * rendered).flatten(1).sum(1)
+    return (inter / union.clamp_min(1e-6)).double().cpu().numpy()
 
 
 def _image_tensor(image: np.ndarray, device) -> torch.Tensor:
@@ -166,7 +189,7 @@ class Refiner:
         return self._soft
 
     def polish(self, run: RefineRun, objects: Sequence[int | str], steps: int, lr: float = 0.01):
-        """``steps`` silhouette-gradient steps on ``run``'s final poses towards the network's predicted visible mask.
+        """``steps`` silhouette-gradient steps on ``run.final`` towards the network's predicted visible mask.
 
         The target is the last iteration's mask prediction in that iteration's crop (``run.mask_probs``,
         ``run.K_crops``); returns a :class:`~posekit.methods.refine.polish.PolishResult`.
@@ -176,7 +199,8 @@ class Refiner:
         if run.mask_probs is None:
             raise ValueError("polish needs a refine run of at least one iteration")
         idx = np.array([self.object_index(k) for k in objects], dtype=np.int64)
-        return polish(self._get_soft_renderer(), idx, run.R[-1], run.t[-1], run.K_crops, run.mask_probs, steps=steps,
+        R0, t0 = run.final
+        return polish(self._get_soft_renderer(), idx, R0, t0, run.K_crops, run.mask_probs, steps=steps,
                       lr=lr)
 
     def close(self) -> None:
@@ -186,10 +210,15 @@ class Refiner:
 
     # ---- refinement
     @torch.no_grad()
-    def refine(self, observation: Observation, objects: Sequence[int | str], R, t, iters: int = 4) -> RefineRun:
+    def refine(self, observation: Observation, objects: Sequence[int | str], R, t, iters: int = 4,
+               score: bool = False) -> RefineRun:
         """Refine B poses of objects in one image; see :class:`RefineRun`.
 
         objects: B keys (obj_id / name / hash, see :meth:`object_index`); R (B, 3, 3), t (B, 3) mm.
+        score: rate every iterate (the initial pose included) by how well its rendered silhouette agrees
+        with the visible mask the network predicts in that iterate's crop (soft IoU; one more network
+        pass for the last pose), so that ``run.final`` keeps the best iterate rather than the last --
+        a guard against updates that drift on real images (MegaPose scores its hypotheses likewise).
         """
         if iters < 0:
             raise InputError(f"--iters must be >= 0, got {iters}")
@@ -209,7 +238,9 @@ class Refiner:
         img = _image_tensor(observation.image, self.device)
         K = np.broadcast_to(observation.camera.K, (B, 3, 3))
         renderer = self._get_renderer()
-        for k in range(1, iters + 1):
+        if score:
+            run.scores = np.zeros((iters + 1, B))
+        for k in range(1, iters + 2 if score else iters + 1):
             t0 = time.perf_counter()
             win = zoom_windows(self.objects, idx, R, t, K, self.preset)
             Kc = crop_intrinsics(np.asarray(K, np.float64), win, size)
@@ -217,6 +248,10 @@ class Refiner:
             rgb, mask = render_crops(renderer, self.objects, idx, R, t, Kc, size)
             t1 = time.perf_counter()
             out = self.net(torch.cat([obs, rgb.to(self.device), mask.to(self.device)], dim=1))
+            if score:
+                run.scores[k - 1] = _silhouette_agreement(out.mask_logits, mask.to(self.device), size)
+                if k > iters:  # the extra pass only scores the last pose
+                    break
             dR = out.dR.double().cpu().numpy()
             v = out.v.double().cpu().numpy()
             R, t = apply_update(R, t, dR, v, Kc, np.full(B, float(size[0])))

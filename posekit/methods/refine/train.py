@@ -234,7 +234,8 @@ def train_refiner(
     task = RefineTrainTask(objects, preset, source, renderer)
     cfg = TrainConfig(out_dir=ws, steps=steps if steps is not None else preset.steps, lr=preset.lr,
                       checkpoint_every=preset.checkpoint_every, sample_every=preset.sample_every, seed=seed,
-                      device=str(dev), resume=resume, progress=progress, grad_clip=10.0, threads=threads)
+                      device=str(dev), resume=resume, progress=progress, grad_clip=10.0, threads=threads,
+                      lr_schedule=preset.lr_schedule)
     try:
         result = train(task, cfg)
     finally:
