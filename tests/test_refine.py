@@ -197,7 +197,7 @@ def test_scored_run_keeps_the_best_iterate_per_detection():
 
 
 def test_refine_with_scores_rates_every_iterate(tmp_path, bracket):
-    """refine(score=True) rates the start and each iteration in [0, 1] and the estimator reports the kept one."""
+    """refine(score=...) rates the start and each iteration in [0, 1] and the estimator reports the kept one."""
     from posekit.estimate.pipeline import EstimatorConfig, PoseEstimator
     from posekit.estimate.types import PoseEstimate
     from posekit.methods.refine.refiner import Refiner
@@ -209,11 +209,44 @@ def test_refine_with_scores_rates_every_iterate(tmp_path, bracket):
     ref = Refiner.load(ws, models=[bracket], device="cpu")
     obs = _observation_of(bracket)
     R0, t0 = np.eye(3)[None], np.array([[0.0, 0.0, 400.0]])
-    run = ref.refine(obs, [1], R0, t0, iters=2, score=True)
-    assert run.scores.shape == (3, 1) and ((run.scores >= 0) & (run.scores <= 1)).all()
-    est = PoseEstimator({1: bracket}, refiner=ref, config=EstimatorConfig(refine_iters=2, refine_score=True))
+    for mode in ("mask", "edges"):
+        run = ref.refine(obs, [1], R0, t0, iters=2, score=mode)
+        assert run.scores.shape == (3, 1) and ((run.scores >= 0) & (run.scores <= 1)).all()
+    with pytest.raises(InputError, match="--score"):
+        ref.refine(obs, [1], R0, t0, iters=2, score="best")
+    est = PoseEstimator({1: bracket}, refiner=ref, config=EstimatorConfig(refine_iters=2, refine_score="mask"))
     out = est.refine(obs, [PoseEstimate(obj_id=1, R=R0[0], t=t0[0])])[0]
     kept = out.history[-1]
     assert kept["stage"] == "refine_kept" and 0 <= kept["iteration"] <= 2
     assert np.allclose(np.asarray(kept["t"]), out.t) and np.allclose(np.asarray(kept["R"]).reshape(3, 3), out.R)
     ref.close()
+
+
+def test_edge_score_prefers_the_true_outline(bracket):
+    """The `--score edges` rating: the outline at the true pose lies on the image's edges; outlines shifted by a
+    tenth of the diameter, turned by 15 deg or moved 15 % in depth score lower (rendered image, textured
+    background)."""
+    from posekit.geometry.camera import Camera
+    from posekit.methods.refine.refiner import contour_edge_agreement
+    from posekit.render.gl import OffscreenRenderer
+    from posekit.render.types import RenderObject
+
+    cam = Camera(np.array([[300.0, 0, 63.5], [0, 300.0, 63.5], [0, 0, 1]]), 128, 128)
+    R = random_rotations(1, 7)[0]
+    t = np.array([0.0, 0.0, 4.0 * bracket.diameter])
+    rng = np.random.default_rng(0)
+    bg = np.kron(rng.uniform(0.2, 0.8, (16, 16, 3)), np.ones((8, 8, 1)))  # blocky texture: edges everywhere
+    poses = {"truth": (R, t), "shift": (R, t + np.array([0.1 * bracket.diameter, 0, 0])),
+             "turn": (so3_exp(np.deg2rad(15.0) * np.array([[0.0, 0.6, 0.8]]))[0] @ R, t),
+             "depth": (R, t * np.array([1, 1, 1.15]))}
+    with OffscreenRenderer(128, 128) as r:
+        res = r.render(cam, [RenderObject(bracket, R, t, color=(0.9, 0.6, 0.3))], with_masks=False)
+        fg = (res.labels > 0)[..., None]
+        image = np.where(fg, res.rgb / 255.0, bg)
+        masks = [r.render(cam, [RenderObject(bracket, Rp, tp)], with_masks=False).labels > 0 for Rp, tp in poses.values()]
+    obs = torch.as_tensor(image, dtype=torch.float32).permute(2, 0, 1)[None].expand(len(poses), -1, -1, -1)
+    score = dict(zip(poses, contour_edge_agreement(obs, torch.as_tensor(np.stack(masks))[:, None].float()), strict=True))
+    print(score)
+    assert score["truth"] > 0.5
+    for k in ("shift", "turn", "depth"):
+        assert score[k] < score["truth"] - 0.1, k

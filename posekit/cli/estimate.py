@@ -57,7 +57,7 @@ def estimate(
     refiner_ws: Path | None = typer.Option(None, "--refiner", help="Refiner workspace from `posekit train refine`."),
     iters: int = typer.Option(4, "--iters", min=0, help="Refiner iterations."),
     polish: int = typer.Option(0, "--polish", min=0, help="Silhouette polish steps after refinement (PyTorch3D)."),
-    score: bool = typer.Option(False, "--score/--no-score", help="Keep the refiner iterate (the start included) whose silhouette best matches the predicted object mask, not the last one."),
+    score: str = typer.Option("none", "--score", help="Keep the best refiner iterate (the start included), not the last: none, mask (silhouette vs the refiner's predicted object mask) or edges (outline vs image edges)."),
     renderer: str = typer.Option("auto", "--renderer", help="Refiner renderer: auto, pytorch3d or pyrender."),
     init: Path | None = typer.Option(None, "--init", help="Start refinement from the pose in this JSON (R, t in mm) instead of the AAE."),
     overlay: Path | None = typer.Option(None, "--overlay", help="Write the pose over the image (.png/.jpg; .gif: one frame per stage, e.g. each refiner iteration)."),
@@ -75,6 +75,9 @@ def estimate(
     """Estimate 6D poses: rotation from the AAE codebook, translation from the box, optional DeepIM refinement."""
     if method not in METHODS:
         raise InputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if score not in ("none", "mask", "edges"):
+        raise InputError(f"--score must be none, mask or edges, got {score!r}")
+    score = None if score == "none" else score
     if score and (refine == "none" or iters == 0):
         raise InputError("--score chooses among refiner iterations: use it with --refine deepim and --iters >= 1")
     if polish and (refine == "none" or iters == 0):
@@ -95,7 +98,7 @@ def estimate(
 
 
 def _image_mode(image, cad, units, model, bbox, camera, K, top_k, refine, refiner_ws, iters, polish, renderer,
-                init, overlay, strip, json_out, device, score=False) -> None:
+                init, overlay, strip, json_out, device, score=None) -> None:
     from posekit.cad.load import load_model
     from posekit.estimate import inputs
     from posekit.estimate.pipeline import Detection, EstimatorConfig, PoseEstimator, estimate_to_json
@@ -168,7 +171,7 @@ def _write_overlay(path: Path, rgb, cam, obj, est, strip: bool = False) -> None:
 
 
 def _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k, refine, refiner_ws, iters,
-                  polish, renderer, device, score=False) -> None:
+                  polish, renderer, device, score=None) -> None:
     from posekit.data.bop import BopDataset
     from posekit.data.results import write_results
     from posekit.estimate.batch import BOX_SOURCES, estimate_dataset, mean_timings, read_detections

@@ -35,7 +35,7 @@ class EstimatorConfig:
     top_k: int = 1
     correct_perspective: bool = True
     refine_iters: int = 4
-    refine_score: bool = False  # keep the best-scored refiner iterate (Refiner.refine(score=True)), not the last
+    refine_score: str | None = None  # "mask" | "edges": keep the best-scored refiner iterate (Refiner.refine), not the last
     polish_steps: int = 0
 
 
@@ -87,7 +87,7 @@ class PoseEstimator:
         t0 = np.stack([e.t for e in estimates])
         # The refiner knows its objects by mesh hash, which ties them to the meshes it was trained on.
         keys = [self.models[e.obj_id].mesh_hash for e in estimates]
-        run = self.refiner.refine(obs, keys, R0, t0, iters=iters, score=self.config.refine_score and iters > 0)
+        run = self.refiner.refine(obs, keys, R0, t0, iters=iters, score=self.config.refine_score if iters > 0 else None)
         final_R, final_t = run.final
         polished = None
         if self.config.polish_steps > 0 and iters > 0:

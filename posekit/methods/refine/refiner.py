@@ -36,6 +36,7 @@ from posekit.train.checkpoint import load_weights
 from posekit.train.loop import checkpoint_path, resolve_device
 
 RENDERERS = ("auto", "pyrender", "pytorch3d")
+SCORES = (None, "mask", "edges")
 
 
 @dataclass
@@ -56,7 +57,7 @@ class RefineRun:
     mask_probs: np.ndarray | None = None
     windows: np.ndarray | None = None
     K_crops: np.ndarray | None = None
-    scores: np.ndarray | None = None  # (iters + 1, B) silhouette agreement of each iterate (``score=True``)
+    scores: np.ndarray | None = None  # (iters + 1, B) agreement of each iterate with the image (``score=``)
 
     @property
     def best(self) -> np.ndarray:
@@ -81,6 +82,32 @@ class RefineRun:
                 e["time"] = float(self.times[k - 1])
             out.append(e)
         return out
+
+
+def _sobel(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x/y Sobel derivatives of (B, 1, H, W), replicate-padded."""
+    k = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=x.device, dtype=x.dtype) / 8.0
+    xp = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    return F.conv2d(xp, k.view(1, 1, 3, 3)), F.conv2d(xp, k.t().reshape(1, 1, 3, 3))
+
+
+def contour_edge_agreement(observed: torch.Tensor, rendered_mask: torch.Tensor, edge_scale: float = 0.05) -> np.ndarray:
+    """(B,) in [0, 1]: mean over the rendered silhouette's contour of |cos| between the contour normal and the
+    image gradient, weighted by the gradient's strength (saturating at ``edge_scale`` per pixel).
+
+    observed (B, 3, H, W) in [0, 1]; rendered_mask (B, 1, H, W). A pose whose outline runs along the object's
+    real outline scores high; one that cuts across texture or background scores low. Classical
+    gradient-orientation matching (as LINE-MOD's templates), so it needs no training.
+    """
+    gray = observed.mean(1, keepdim=True)
+    gx, gy = _sobel(gray)
+    mx, my = _sobel(rendered_mask.float())
+    w = torch.sqrt(mx * mx + my * my)
+    g = torch.sqrt(gx * gx + gy * gy)
+    cos = (gx * mx + gy * my).abs() / (g * w).clamp_min(1e-8)
+    strength = (g / edge_scale).clamp(max=1.0)
+    num = (w * cos * strength).flatten(1).sum(1)
+    return (num / w.flatten(1).sum(1).clamp_min(1e-8)).double().cpu().numpy()
 
 
 def _silhouette_agreement(mask_logits: torch.Tensor, rendered: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
@@ -211,15 +238,19 @@ class Refiner:
     # ---- refinement
     @torch.no_grad()
     def refine(self, observation: Observation, objects: Sequence[int | str], R, t, iters: int = 4,
-               score: bool = False) -> RefineRun:
+               score: str | None = None) -> RefineRun:
         """Refine B poses of objects in one image; see :class:`RefineRun`.
 
         objects: B keys (obj_id / name / hash, see :meth:`object_index`); R (B, 3, 3), t (B, 3) mm.
-        score: rate every iterate (the initial pose included) by how well its rendered silhouette agrees
-        with the visible mask the network predicts in that iterate's crop (soft IoU; one more network
-        pass for the last pose), so that ``run.final`` keeps the best iterate rather than the last --
-        a guard against updates that drift on real images (MegaPose scores its hypotheses likewise).
+        score: rate every iterate (the initial pose included) in its own zoom crop, so that ``run.final``
+        keeps the best iterate rather than the last -- a guard against updates that drift on real images
+        (MegaPose scores its hypotheses likewise). ``"mask"``: soft IoU of the rendered silhouette with
+        the visible mask the network predicts (one more network pass for the last pose); ``"edges"``:
+        how well the silhouette's contour lies on image edges of the same orientation (no learning,
+        so no sim-to-real gap; :func:`contour_edge_agreement`). None: no scoring.
         """
+        if score not in SCORES:
+            raise InputError(f"--score must be one of {', '.join(str(s) for s in SCORES)}, got {score!r}")
         if iters < 0:
             raise InputError(f"--iters must be >= 0, got {iters}")
         R = np.asarray(R, dtype=np.float64).reshape(-1, 3, 3)
@@ -248,10 +279,12 @@ class Refiner:
             rgb, mask = render_crops(renderer, self.objects, idx, R, t, Kc, size)
             t1 = time.perf_counter()
             out = self.net(torch.cat([obs, rgb.to(self.device), mask.to(self.device)], dim=1))
-            if score:
+            if score == "mask":
                 run.scores[k - 1] = _silhouette_agreement(out.mask_logits, mask.to(self.device), size)
-                if k > iters:  # the extra pass only scores the last pose
-                    break
+            elif score == "edges":
+                run.scores[k - 1] = contour_edge_agreement(obs, mask.to(self.device))
+            if k > iters:  # the extra pass only scores the last pose
+                break
             dR = out.dR.double().cpu().numpy()
             v = out.v.double().cpu().numpy()
             R, t = apply_update(R, t, dR, v, Kc, np.full(B, float(size[0])))
@@ -267,4 +300,4 @@ class Refiner:
         return run
 
 
-__all__ = ["Refiner", "RefineRun", "RENDERERS"]
+__all__ = ["Refiner", "RefineRun", "RENDERERS", "SCORES", "contour_edge_agreement"]
