@@ -199,7 +199,8 @@ def perturbed(refiner_ws: Path, out_dir: Path, iters: tuple[int, ...] = (1, 2, 4
         "instance of the 8 objects that is a BOP'19 target and at least 10 % visible, its pose perturbed by a rotation "
         "of a fixed angle about a random axis and a Gaussian translation offset (x/y and z std), then refined; "
         f"{platform.machine()}, {os.cpu_count()} CPUs, no GPU, pyrender renderer. Median rotation error over the "
-        "asymmetric objects (symmetric ones have no unique angle); median translation error over all.",
+        "asymmetric objects (symmetric ones have no unique angle); median translation error over all. Rows \"best of 0-4 "
+        "by X score\": the iterate (the start included) that `posekit estimate --score X` keeps.",
         "",
         "| noise | iterations | ADD(-S) 0.1d | AR_MSSD | AR_MSPD | median re (deg) | median te (mm) | ms / image |",
         "|---|---|---|---|---|---|---|---|",
