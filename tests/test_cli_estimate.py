@@ -115,11 +115,15 @@ def _bad(tmp_path, tiny_ws):
         "other mesh": ([img, "--cad", other, "--model", ws, "--K", K_OPT, "--bbox", "10,10,50,50"], "mesh hash"),
         "not a workspace": ([img, "--cad", PART, "--model", tmp_path, "--K", K_OPT, "--bbox", "10,10,50,50"],
                             "not an AAE workspace"),
+        "unknown score": ([img, "--cad", PART, "--model", ws, "--K", K_OPT, "--bbox", "10,10,50,50", "--score", "best"],
+                          "--score must be"),
+        "score without refiner": ([img, "--cad", PART, "--model", ws, "--K", K_OPT, "--bbox", "10,10,50,50",
+                                   "--score", "edges"], "--refine deepim"),
     }
 
 
 @pytest.mark.parametrize("case", ["unreadable image", "box outside", "no intrinsics", "other image size",
-                                  "other mesh", "not a workspace"])
+                                  "other mesh", "not a workspace", "unknown score", "score without refiner"])
 def test_bad_input_one_line_exit_2_nothing_written(case, tiny_ws, tmp_path):
     from typer.testing import CliRunner
 

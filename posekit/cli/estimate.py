@@ -75,8 +75,11 @@ def estimate(
     """Estimate 6D poses: rotation from the AAE codebook, translation from the box, optional DeepIM refinement."""
     if method not in METHODS:
         raise InputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
-    if score not in ("none", "mask", "edges"):
-        raise InputError(f"--score must be none, mask or edges, got {score!r}")
+    from posekit.methods.refine.refiner import SCORES
+
+    modes = [m for m in SCORES if m]
+    if score != "none" and score not in modes:
+        raise InputError(f"--score must be none, {', '.join(modes)}, got {score!r}")
     score = None if score == "none" else score
     if score and (refine == "none" or iters == 0):
         raise InputError("--score chooses among refiner iterations: use it with --refine deepim and --iters >= 1")
