@@ -261,6 +261,7 @@ def drift(refiner_ws: Path, n_images: int = 40, iters: int = 3, seed: int = 0) -
     after each iteration, the depth offset per object, how often an oracle picking the best iterate would
     succeed, and how well the scores (``--score``) rank the iterates."""
     from posekit.data.bop import BopDataset
+    from posekit.eval.metrics import add as add_error
     from posekit.methods.refine.refiner import Refiner
 
     torch_threads()
@@ -280,9 +281,7 @@ def drift(refiner_ws: Path, n_images: int = 40, iters: int = 3, seed: int = 0) -
         run = runs[modes[0]]
         for i, g in enumerate(sel):
             o = ref.objects[ref.object_index(g.obj_id)]
-            gt = o.points @ g.R.T + g.t
-            add.append([np.linalg.norm(o.points @ run.R[k, i].T + run.t[k, i] - gt, axis=1).mean() / o.diameter
-                        for k in range(iters + 1)])
+            add.append(add_error(run.R[:, i], run.t[:, i], g.R, g.t, o.points) / o.diameter)
             offsets.append(run.t[:, i] - g.t)
             objs.append(g.obj_id)
             for m in modes:
