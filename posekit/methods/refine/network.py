@@ -142,8 +142,13 @@ class RefineNet(nn.Module):
         return RefineOutput(rot6d=self.rot_head(f), v=self.trans_head(f), mask_logits=mask)
 
 
+def mask_probabilities(mask_logits: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
+    """The predicted visible mask (B, 1, H, W) as probabilities at the crop's resolution ``size_hw`` = (H, W)."""
+    return torch.sigmoid(F.interpolate(mask_logits, size=tuple(size_hw), mode="bilinear", align_corners=False))
+
+
 def count_parameters(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
-__all__ = ["RefineNet", "RefineOutput", "IN_CHANNELS", "count_parameters"]
+__all__ = ["RefineNet", "RefineOutput", "IN_CHANNELS", "count_parameters", "mask_probabilities"]

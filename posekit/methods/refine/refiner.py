@@ -27,7 +27,7 @@ from posekit.cad.model import ObjectModel
 from posekit.errors import InputError
 from posekit.estimate.types import Observation
 from posekit.geometry.crop import crop_images, crop_intrinsics
-from posekit.methods.refine.network import RefineNet
+from posekit.methods.refine.network import RefineNet, mask_probabilities
 from posekit.methods.refine.pairs import RefineObject, prepare_object, render_crops, zoom_windows
 from posekit.methods.refine.presets import RefinePreset
 from posekit.methods.refine.train import read_config
@@ -112,7 +112,7 @@ def contour_edge_agreement(observed: torch.Tensor, rendered_mask: torch.Tensor, 
 
 def _silhouette_agreement(mask_logits: torch.Tensor, rendered: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     """(B,) soft IoU of the predicted visible mask (logits, any resolution) and the rendered silhouette (B, 1, H, W)."""
-    p = torch.sigmoid(F.interpolate(mask_logits, size=size[::-1], mode="bilinear", align_corners=False))
+    p = mask_probabilities(mask_logits, size[::-1])
     inter = (p * rendered).flatten(1).sum(1)
     union = (p + rendered - p * rendered).flatten(1).sum(1)
     return (inter / union.clamp_min(1e-6)).double().cpu().numpy()
@@ -247,7 +247,8 @@ class Refiner:
         (MegaPose scores its hypotheses likewise). ``"mask"``: soft IoU of the rendered silhouette with
         the visible mask the network predicts (one more network pass for the last pose); ``"edges"``:
         how well the silhouette's contour lies on image edges of the same orientation (no learning,
-        so no sim-to-real gap; :func:`contour_edge_agreement`). None: no scoring.
+        so no sim-to-real gap; one more render for the last pose; :func:`contour_edge_agreement`).
+        None: no scoring.
         """
         if score not in SCORES:
             raise InputError(f"--score must be one of {', '.join(str(s) for s in SCORES)}, got {score!r}")
@@ -278,12 +279,15 @@ class Refiner:
             obs = crop_images(img.expand(B, -1, -1, -1), torch.as_tensor(win, dtype=torch.float32, device=self.device), size)
             rgb, mask = render_crops(renderer, self.objects, idx, R, t, Kc, size)
             t1 = time.perf_counter()
+            last = k > iters  # the extra pass only scores the last pose
+            if score == "edges":
+                run.scores[k - 1] = contour_edge_agreement(obs, mask.to(self.device))
+                if last:  # the edge score needs no network pass
+                    break
             out = self.net(torch.cat([obs, rgb.to(self.device), mask.to(self.device)], dim=1))
             if score == "mask":
                 run.scores[k - 1] = _silhouette_agreement(out.mask_logits, mask.to(self.device), size)
-            elif score == "edges":
-                run.scores[k - 1] = contour_edge_agreement(obs, mask.to(self.device))
-            if k > iters:  # the extra pass only scores the last pose
+            if last:
                 break
             dR = out.dR.double().cpu().numpy()
             v = out.v.double().cpu().numpy()
@@ -294,8 +298,7 @@ class Refiner:
             run.render_times.append(t1 - t0)
             run.network_times.append(t2 - t1)
             if k == iters:
-                probs = torch.sigmoid(F.interpolate(out.mask_logits, size=size[::-1], mode="bilinear", align_corners=False))
-                run.mask_probs = probs[:, 0].cpu().numpy()
+                run.mask_probs = mask_probabilities(out.mask_logits, size[::-1])[:, 0].cpu().numpy()
                 run.windows, run.K_crops = win, Kc
         return run
 

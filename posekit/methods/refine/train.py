@@ -26,7 +26,7 @@ from posekit.cad.model import ObjectModel
 from posekit.data.jsonio import write_json_atomic
 from posekit.errors import InputError
 from posekit.methods.refine.loss import pad_symmetries, refine_loss
-from posekit.methods.refine.network import RefineNet
+from posekit.methods.refine.network import RefineNet, mask_probabilities
 from posekit.methods.refine.pairs import (
     DEFAULT_CAMERA,
     BopObserved,
@@ -119,9 +119,7 @@ class RefineTrainTask:
         n = min(8, len(pb.inputs))
         x = pb.inputs[:n]
         out = model(x)
-        size = x.shape[-2:]
-        pm = torch.sigmoid(torch.nn.functional.interpolate(out.mask_logits, size=size, mode="bilinear",
-                                                           align_corners=False))
+        pm = mask_probabilities(out.mask_logits, x.shape[-2:])
         rows = [x[:, :3], x[:, 3:6], pm.expand(-1, 3, -1, -1)]
         if pb.visible_mask is not None:
             rows.append(pb.visible_mask[:n].expand(-1, 3, -1, -1))
