@@ -144,6 +144,36 @@ def test_cli_train_refine_pool_resume_and_bad_input(tmp_path, assets):
     assert missing.stderr.strip().count("\n") == 0 and not (tmp_path / "ws2").exists()
     zero = run("--cad", str(cad), "--out", str(tmp_path / "ws3"), "--pool", "0")
     assert zero.returncode == 2 and not (tmp_path / "ws3").exists()
+    # --init-from: a workspace whose network has another shape, or no workspace at all -> one line, nothing written
+    shape = run("--cad", str(cad), "--out", str(tmp_path / "ws4"), "--preset", "cpu", "--device", "cpu",
+                "--init-from", str(ws))
+    assert shape.returncode == 2 and "differs" in shape.stderr and "crop_size" in shape.stderr
+    assert shape.stderr.strip().count("\n") == 0 and not (tmp_path / "ws4").exists()
+    nows = run(*base[:2], "--out", str(tmp_path / "ws5"), "--init-from", str(tmp_path / "nothing"))
+    assert nows.returncode == 2 and "not a refiner workspace" in nows.stderr and not (tmp_path / "ws5").exists()
+
+
+def test_fine_tuning_starts_from_the_given_weights(tmp_path, bracket):
+    """`--init-from`: the new run starts at the other workspace's weights (one step later they are still
+    within the optimiser's reach of them, far from a fresh initialisation) and records where it started."""
+    import json
+
+    from posekit.methods.refine.train import train_refiner
+    from posekit.train.checkpoint import load_checkpoint
+
+    tiny = PRESETS["tiny"]
+    kw = dict(device="cpu", progress=False, pool=4, threads=1)
+    train_refiner([bracket], tmp_path / "a", tiny, steps=2, seed=0, **kw)
+    train_refiner([bracket], tmp_path / "b", tiny, steps=1, seed=5, init_from=tmp_path / "a", **kw)
+    train_refiner([bracket], tmp_path / "c", tiny, steps=1, seed=5, **kw)
+    w = {k: load_checkpoint(tmp_path / k / "checkpoints" / "last.pt")["model"] for k in "abc"}
+
+    def dist(x, y):
+        return max(float((x[n] - y[n]).abs().max()) for n in x if x[n].is_floating_point())
+
+    assert dist(w["b"], w["a"]) < 0.01 < dist(w["c"], w["a"])
+    cfg = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert cfg["init_from"] == str((tmp_path / "a").resolve())
 
 
 def test_refiner_of_several_objects_loads_with_a_subset(tmp_path, bracket):

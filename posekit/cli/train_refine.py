@@ -38,6 +38,8 @@ def train_refine_command(
     seed: int = typer.Option(0, "--seed", help="Seed of the weights and the training stream."),
     pool: int | None = typer.Option(None, "--pool", min=1, help="Render this many observed patches once and reuse "
                                     "them (fresh initial poses each time): about 2x faster on CPU, less variety."),
+    init_from: Path | None = typer.Option(None, "--init-from", help="Start from the weights of another refiner "
+                                          "workspace (same network shape; fresh optimiser and schedule): fine-tuning."),
 ) -> None:
     """Train a DeepIM-style refiner (Li et al. 2018) on domain-randomised renders of the --cad objects.
 
@@ -56,7 +58,7 @@ def train_refine_command(
         models.append(load_model(path, units=units, obj_id=int(match.group(1)) if match else None))
     chosen = _preset(preset, out, resume, device)
     result = train_refiner(models, out, chosen, steps=steps, resume=resume, device=device, data=data, seed=seed,
-                           pool=pool)
+                           pool=pool, init_from=init_from)
     tr = result.train
     if tr.losses:
         typer.echo(f"trained {chosen.name} refiner for {len(models)} object(s) to step {tr.step} "

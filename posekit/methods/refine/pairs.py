@@ -216,6 +216,10 @@ class SyntheticObserved:
         m = torch.stack(masks).to(gen.device)
         visib, anything = m[:, :1], m[:, 1:]
         bg = procedural_backgrounds(n, max(PW, PH), gen)[..., :PH, :PW]
+        if pre.dark_bg_p > 0:  # a refiner that never saw dark surroundings fails on them (docs/benchmarks.md)
+            dark = (torch.rand(n, 1, 1, 1, generator=gen, device=gen.device) < pre.dark_bg_p).float()
+            gain = 0.03 + 0.42 * torch.rand(n, 1, 1, 1, generator=gen, device=gen.device)
+            bg = bg * (1 - dark + dark * gain)
         img = anything * img + (1 - anything) * bg
         img, visib = _occlude(img, visib, pre.occlude_p, gen)
         img = _augment_photometric(img, gen)

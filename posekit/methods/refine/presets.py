@@ -57,6 +57,7 @@ class RefinePreset:
     fine_p: float = 0.0  # share of initial poses drawn with fine_scale x the noise (learn small corrections too)
     fine_scale: float = 0.3
     lr_schedule: str = "constant"  # or "cosine" (posekit.train.loop.learning_rate)
+    dark_bg_p: float = 0.0  # share of observed backgrounds dimmed to 3-45 % (real scenes are dark: LM-O median 0.24)
     extras: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -76,7 +77,7 @@ class RefinePreset:
 
 PRESETS: dict[str, RefinePreset] = {
     "cpu": RefinePreset(name="cpu", coord_channels=True, diff_channels=True, plain_color_p=0.0, clutter=4, fine_p=0.25,
-                        lr_schedule="cosine", steps=16000),
+                        lr_schedule="cosine", steps=16000, dark_bg_p=0.5),
     "paper": RefinePreset(
         name="paper", crop_size=(256, 192), widths=(64, 128, 256, 512), blocks_per_stage=2, fc_width=512,
         groups=32, max_faces=20000, n_points=1000, batch_size=64, steps=100000, lr=3e-4,

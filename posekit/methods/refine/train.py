@@ -41,10 +41,12 @@ from posekit.methods.refine.pairs import (
 )
 from posekit.methods.refine.presets import RefinePreset
 from posekit.methods.refine.update import apply_update
+from posekit.train.checkpoint import load_weights
 from posekit.train.loop import (
     TrainConfig,
     TrainContext,
     TrainResult,
+    checkpoint_path,
     distributed_env,
     refuse_existing_checkpoint,
     resolve_device,
@@ -140,10 +142,11 @@ def object_record(model: ObjectModel) -> dict:
     }
 
 
-def write_config(ws: Path, models: list[ObjectModel], preset: RefinePreset, data: str | None) -> Path:
+def write_config(ws: Path, models: list[ObjectModel], preset: RefinePreset, data: str | None,
+                 init_from: str | None = None) -> Path:
     return write_json_atomic(ws / CONFIG_NAME, {
         "method": METHOD, "preset": preset.to_json(), "objects": [object_record(m) for m in models],
-        "data": data,
+        "data": data, "init_from": init_from,
     })
 
 
@@ -174,6 +177,23 @@ def check_workspace(ws: Path, models: list[ObjectModel], preset: RefinePreset, r
         raise InputError(f"{ws} was trained with --preset {cfg['preset']['name']}; resume it with that preset")
 
 
+NETWORK_FIELDS = ("crop_size", "widths", "blocks_per_stage", "fc_width", "coord_channels", "diff_channels",
+                  "pool_grid", "groups")
+
+
+def check_init_from(src: Path, preset: RefinePreset) -> Path:
+    """The checkpoint of workspace ``src`` if its network has ``preset``'s shape; InputError otherwise."""
+    cfg = read_config(src)
+    ckpt = checkpoint_path(src)
+    if not ckpt.is_file():
+        raise InputError(f"--init-from {src}: no checkpoint ({ckpt}) to start from")
+    old = RefinePreset.from_json(cfg["preset"])
+    diff = [f for f in NETWORK_FIELDS if getattr(old, f) != getattr(preset, f)]
+    if diff:
+        raise InputError(f"--init-from {src}: its network differs from preset {preset.name}'s in {', '.join(diff)}")
+    return ckpt
+
+
 @dataclass
 class RefineTrainResult:
     workspace: Path
@@ -192,12 +212,15 @@ def train_refiner(
     progress: bool = True,
     threads: int | None = None,
     pool: int | None = None,
+    init_from: str | Path | None = None,
 ) -> RefineTrainResult:
     """Train one refiner for ``models`` into ``workspace``.
 
     ``data``: a BOP dataset with masks (``posekit render`` output) whose obj_ids are the models'
     ``obj_id``; None -> domain-randomised patches rendered on the fly. ``steps`` overrides the preset's.
     ``pool``: draw that many observed patches once and reuse them (``PooledObserved``; quick runs).
+    ``init_from``: another refiner workspace whose weights start this run (fine-tuning with a changed
+    preset or data; its network must have the same shape); the optimiser and schedule start afresh.
     """
     from posekit.render.gl import OffscreenRenderer
 
@@ -207,12 +230,17 @@ def train_refiner(
     if ws.exists() and not ws.is_dir():
         raise InputError(f"{ws}: exists and is not a folder (--out must be a workspace folder)")
     check_workspace(ws, models, preset, resume)
+    init_ckpt = check_init_from(Path(init_from), preset) if init_from is not None and not resume else None
     refuse_existing_checkpoint(ws, resume)  # before config.json is touched
     rank, world, local = distributed_env()
     dev = resolve_device(device, local)
     ws.mkdir(parents=True, exist_ok=True)
+    if init_ckpt is not None:
+        init_record = str(Path(init_from).resolve())
+    else:  # a resumed fine-tuning keeps the record of where it started
+        init_record = read_config(ws).get("init_from") if resume and (ws / CONFIG_NAME).is_file() else None
     if rank == 0:
-        write_config(ws, models, preset, str(data) if data else None)
+        write_config(ws, models, preset, str(data) if data else None, init_from=init_record)
     objects = [prepare_object(m, preset) for m in models]
     W, H = preset.crop_size
     renderer = OffscreenRenderer(W, H)
@@ -230,6 +258,8 @@ def train_refiner(
                                 progress=progress and rank == 0)
     torch.manual_seed(seed)
     task = RefineTrainTask(objects, preset, source, renderer)
+    if init_ckpt is not None:
+        load_weights(task.model, init_ckpt)
     cfg = TrainConfig(out_dir=ws, steps=steps if steps is not None else preset.steps, lr=preset.lr,
                       checkpoint_every=preset.checkpoint_every, sample_every=preset.sample_every, seed=seed,
                       device=str(dev), resume=resume, progress=progress, grad_clip=10.0, threads=threads,
