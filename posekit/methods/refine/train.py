@@ -177,21 +177,19 @@ def check_workspace(ws: Path, models: list[ObjectModel], preset: RefinePreset, r
         raise InputError(f"{ws} was trained with --preset {cfg['preset']['name']}; resume it with that preset")
 
 
-NETWORK_FIELDS = ("crop_size", "widths", "blocks_per_stage", "fc_width", "coord_channels", "diff_channels",
-                  "pool_grid", "groups")
-
-
-def check_init_from(src: Path, preset: RefinePreset) -> Path:
-    """The checkpoint of workspace ``src`` if its network has ``preset``'s shape; InputError otherwise."""
-    cfg = read_config(src)
-    ckpt = checkpoint_path(src)
-    if not ckpt.is_file():
-        raise InputError(f"--init-from {src}: no checkpoint ({ckpt}) to start from")
-    old = RefinePreset.from_json(cfg["preset"])
-    diff = [f for f in NETWORK_FIELDS if getattr(old, f) != getattr(preset, f)]
-    if diff:
-        raise InputError(f"--init-from {src}: its network differs from preset {preset.name}'s in {', '.join(diff)}")
-    return ckpt
+def initial_weights(src: Path, preset: RefinePreset) -> dict:
+    """The weights of refiner workspace ``src``, checked to fit ``preset``'s network (loaded into one) before
+    anything is written; InputError naming the preset fields that differ otherwise."""
+    old = RefinePreset.from_json(read_config(src)["preset"])
+    net = RefineNet(preset)
+    try:
+        load_weights(net, checkpoint_path(src))
+    except InputError as exc:
+        diff = [f for f in ("crop_size", "widths", "blocks_per_stage", "fc_width", "coord_channels", "diff_channels",
+                            "pool_grid", "groups") if getattr(old, f) != getattr(preset, f)]
+        why = f"differs from preset {preset.name}'s in {', '.join(diff)}" if diff else f"does not load ({exc})"
+        raise InputError(f"--init-from {src}: its network {why}") from None
+    return net.state_dict()
 
 
 @dataclass
@@ -230,12 +228,12 @@ def train_refiner(
     if ws.exists() and not ws.is_dir():
         raise InputError(f"{ws}: exists and is not a folder (--out must be a workspace folder)")
     check_workspace(ws, models, preset, resume)
-    init_ckpt = check_init_from(Path(init_from), preset) if init_from is not None and not resume else None
+    init_state = initial_weights(Path(init_from), preset) if init_from is not None and not resume else None
     refuse_existing_checkpoint(ws, resume)  # before config.json is touched
     rank, world, local = distributed_env()
     dev = resolve_device(device, local)
     ws.mkdir(parents=True, exist_ok=True)
-    if init_ckpt is not None:
+    if init_state is not None:
         init_record = str(Path(init_from).resolve())
     else:  # a resumed fine-tuning keeps the record of where it started
         init_record = read_config(ws).get("init_from") if resume and (ws / CONFIG_NAME).is_file() else None
@@ -258,8 +256,8 @@ def train_refiner(
                                 progress=progress and rank == 0)
     torch.manual_seed(seed)
     task = RefineTrainTask(objects, preset, source, renderer)
-    if init_ckpt is not None:
-        load_weights(task.model, init_ckpt)
+    if init_state is not None:
+        task.model.load_state_dict(init_state)
     cfg = TrainConfig(out_dir=ws, steps=steps if steps is not None else preset.steps, lr=preset.lr,
                       checkpoint_every=preset.checkpoint_every, sample_every=preset.sample_every, seed=seed,
                       device=str(dev), resume=resume, progress=progress, grad_clip=10.0, threads=threads,
