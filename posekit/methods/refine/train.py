@@ -164,10 +164,11 @@ def read_config(ws: str | Path) -> dict:
     return cfg
 
 
-def check_workspace(ws: Path, models: list[ObjectModel], preset: RefinePreset, resume: bool) -> None:
-    """A resumed (or reused) workspace must hold the same meshes and preset (checked before anything is written)."""
+def check_workspace(ws: Path, models: list[ObjectModel], preset: RefinePreset, resume: bool) -> dict | None:
+    """A resumed (or reused) workspace must hold the same meshes and preset (checked before anything is written);
+    returns its config (None for a new workspace)."""
     if not (ws / CONFIG_NAME).is_file():
-        return
+        return None
     cfg = read_config(ws)
     old = [o["mesh_hash"] for o in cfg["objects"]]
     new = [m.mesh_hash for m in models]
@@ -175,6 +176,7 @@ def check_workspace(ws: Path, models: list[ObjectModel], preset: RefinePreset, r
         raise InputError(f"{ws / CONFIG_NAME}: trained for meshes {old}, but --cad gives {new} (same files, same order)")
     if cfg["preset"]["name"] != preset.name:
         raise InputError(f"{ws} was trained with --preset {cfg['preset']['name']}; resume it with that preset")
+    return cfg
 
 
 def initial_weights(src: Path, preset: RefinePreset) -> dict:
@@ -227,7 +229,7 @@ def train_refiner(
     ws = Path(workspace)
     if ws.exists() and not ws.is_dir():
         raise InputError(f"{ws}: exists and is not a folder (--out must be a workspace folder)")
-    check_workspace(ws, models, preset, resume)
+    existing = check_workspace(ws, models, preset, resume)
     init_state = initial_weights(Path(init_from), preset) if init_from is not None and not resume else None
     refuse_existing_checkpoint(ws, resume)  # before config.json is touched
     rank, world, local = distributed_env()
@@ -236,7 +238,7 @@ def train_refiner(
     if init_state is not None:
         init_record = str(Path(init_from).resolve())
     else:  # a resumed fine-tuning keeps the record of where it started
-        init_record = read_config(ws).get("init_from") if resume and (ws / CONFIG_NAME).is_file() else None
+        init_record = existing.get("init_from") if resume and existing else None
     if rank == 0:
         write_config(ws, models, preset, str(data) if data else None, init_from=init_record)
     objects = [prepare_object(m, preset) for m in models]
