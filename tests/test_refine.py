@@ -280,3 +280,57 @@ def test_edge_score_prefers_the_true_outline(bracket):
     assert score["truth"] > 0.5
     for k in ("shift", "turn", "depth"):
         assert score[k] < score["truth"] - 0.1, k
+
+
+def test_photo_backgrounds_fill_the_share_given(tmp_path):
+    """`--backgrounds`: with background_image_p=1 every observed background is a crop of the user's photos, with
+    0 none is (here a single flat-coloured photo, so a crop of it is that colour everywhere)."""
+    from PIL import Image
+
+    from posekit.data.augment import load_background_images
+    from posekit.methods.refine.pairs import SyntheticObserved
+
+    colour = np.array([230, 20, 150], np.uint8)
+    Image.fromarray(np.broadcast_to(colour, (120, 160, 3)).copy()).save(tmp_path / "cell.png")
+    base = dataclasses.replace(PRESETS["tiny"], dark_bg_p=0.0)
+    S = max(SyntheticObserved.patch_size_for(base))
+    photos = load_background_images(tmp_path, 2 * S)
+    target = torch.as_tensor(colour / 255.0, dtype=torch.float32).view(1, 3, 1, 1)
+    for p, expect in ((1.0, True), (0.0, False)):
+        src = SyntheticObserved([], dataclasses.replace(base, background_image_p=p), None, backgrounds=photos)
+        bg = src.backgrounds_for(6, torch.Generator().manual_seed(1))
+        is_photo = ((bg - target).abs().amax(dim=(1, 2, 3)) < 0.01).tolist()
+        assert is_photo == [expect] * 6
+
+
+def test_cli_train_refine_backgrounds_recorded_and_checked(tmp_path, assets):
+    """`posekit train refine --backgrounds DIR` records the folder in config.json (a resumed run keeps it); a
+    folder without images is one stderr line, exit 2, and no workspace."""
+    import json
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(2):
+        Image.fromarray(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(photos / f"{k}.jpg")
+    (tmp_path / "empty").mkdir()
+    ws = tmp_path / "ws"
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "posekit", "train", "refine", "--cad", str(assets / "bracket.stl"),
+                               "--preset", "tiny", "--device", "cpu", "--pool", "4", *args],
+                              capture_output=True, text=True, timeout=600)
+
+    empty = run("--out", str(tmp_path / "ws2"), "--backgrounds", str(tmp_path / "empty"), "--steps", "1")
+    assert empty.returncode == 2 and "no background images" in empty.stderr
+    assert empty.stderr.strip().count("\n") == 0 and not (tmp_path / "ws2").exists()
+    first = run("--out", str(ws), "--backgrounds", str(photos), "--steps", "1")
+    assert first.returncode == 0, first.stderr
+    resumed = run("--out", str(ws), "--steps", "2", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    cfg = json.loads((ws / "config.json").read_text())
+    assert cfg["backgrounds"] == {"folder": str(photos.resolve()), "images": 2}

@@ -40,6 +40,9 @@ def train_refine_command(
                                     "them (fresh initial poses each time): about 2x faster on CPU, less variety."),
     init_from: Path | None = typer.Option(None, "--init-from", help="Start from the weights of another refiner "
                                           "workspace (same network shape; fresh optimiser and schedule): fine-tuning."),
+    backgrounds: Path | None = typer.Option(None, "--backgrounds", help="Folder of photos (e.g. your workcell "
+                                            "without the objects): half of the observed backgrounds are random "
+                                            "crops of them, the rest procedural. A resumed run keeps its folder."),
 ) -> None:
     """Train a DeepIM-style refiner (Li et al. 2018) on domain-randomised renders of the --cad objects.
 
@@ -58,7 +61,7 @@ def train_refine_command(
         models.append(load_model(path, units=units, obj_id=int(match.group(1)) if match else None))
     chosen = _preset(preset, out, resume, device)
     result = train_refiner(models, out, chosen, steps=steps, resume=resume, device=device, data=data, seed=seed,
-                           pool=pool, init_from=init_from)
+                           pool=pool, init_from=init_from, backgrounds=backgrounds)
     tr = result.train
     if tr.losses:
         typer.echo(f"trained {chosen.name} refiner for {len(models)} object(s) to step {tr.step} "

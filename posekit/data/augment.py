@@ -177,11 +177,12 @@ def load_background_images(folder: str | Path, size: int, limit: int = 2000) -> 
     return torch.stack(imgs).float() / 255.0
 
 
-def image_backgrounds(pool: torch.Tensor, n: int, size: int, gen: torch.Generator) -> torch.Tensor:
-    """(n, 3, S, S) random crops (half to full side, random place, random flip) of images in ``pool``."""
+def image_backgrounds(pool: torch.Tensor, n: int, size: int, gen: torch.Generator,
+                      scale: tuple[float, float] = (0.5, 1.0)) -> torch.Tensor:
+    """(n, 3, S, S) random crops (``scale`` x the side, random place, random flip) of images in ``pool``."""
     idx = torch.randint(0, pool.shape[0], (n,), generator=gen, device=gen.device)
     src = pool.to(gen.device)[idx]
-    s = _u(gen, n, lo=0.5, hi=1.0)
+    s = _u(gen, n, lo=scale[0], hi=scale[1])
     tx, ty = _u(gen, n, lo=-1.0, hi=1.0) * (1 - s), _u(gen, n, lo=-1.0, hi=1.0) * (1 - s)
     flip = torch.where(_coin(gen, n, 0.5), -1.0, 1.0)
     theta = torch.zeros(n, 2, 3, device=gen.device)

@@ -133,11 +133,17 @@ def _occlude(x: torch.Tensor, mask: torch.Tensor, p: float, gen: torch.Generator
 class SyntheticObserved:
     """Domain-randomised observed patches rendered on the fly (see the module docstring)."""
 
+    #: crop side of a photo background, fraction of the photo loaded at 4x the patch side: 0.15-0.6 of a
+    #: 640-px photo is 100-380 px, the extent of LM-O's zoom windows (objects 52-221 px, window 1.4 x 1.8 x that)
+    PHOTO_CROP = (0.15, 0.6)
+
     def __init__(self, objects: list[RefineObject], preset: RefinePreset, renderer,
-                 camera: Camera = DEFAULT_CAMERA, apparent_size: tuple[float, float] = (60.0, 240.0)) -> None:
+                 camera: Camera = DEFAULT_CAMERA, apparent_size: tuple[float, float] = (60.0, 240.0),
+                 backgrounds: torch.Tensor | None = None) -> None:
         self.objects, self.preset, self.renderer, self.camera = objects, preset, renderer, camera
         self.apparent_size = apparent_size
         self.patch_size = self.patch_size_for(preset)
+        self.backgrounds = backgrounds  # (M, 3, 4S, 4S) photos from ``load_background_images(dir, 2 * S)``
 
     @staticmethod
     def patch_size_for(preset: RefinePreset) -> tuple[int, int]:
@@ -175,8 +181,25 @@ class SyntheticObserved:
                                     roughness=rng.uniform(0.3, 1.0)))
         return out
 
+    def backgrounds_for(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        """(n, 3, PH, PW) backgrounds: procedural, ``dark_bg_p`` of them dimmed, and ``background_image_p`` of
+        them replaced by crops of the user's photos where there are any."""
+        from posekit.data.augment import image_backgrounds, procedural_backgrounds
+
+        pre = self.preset
+        PW, PH = self.patch_size
+        bg = procedural_backgrounds(n, max(PW, PH), gen)[..., :PH, :PW]
+        if pre.dark_bg_p > 0:  # a refiner that never saw dark surroundings fails on them (docs/benchmarks.md)
+            dark = (torch.rand(n, 1, 1, 1, generator=gen, device=gen.device) < pre.dark_bg_p).float()
+            gain = 0.03 + 0.42 * torch.rand(n, 1, 1, 1, generator=gen, device=gen.device)
+            bg = bg * (1 - dark + dark * gain)
+        if self.backgrounds is not None and len(self.backgrounds) and pre.background_image_p > 0:
+            use = torch.rand(n, 1, 1, 1, generator=gen, device=gen.device) < pre.background_image_p
+            photo = image_backgrounds(self.backgrounds, n, max(PW, PH), gen, scale=self.PHOTO_CROP)[..., :PH, :PW]
+            bg = torch.where(use, photo, bg)
+        return bg
+
     def sample(self, n: int, gen: torch.Generator) -> ObservedBatch:
-        from posekit.data.augment import procedural_backgrounds
         from posekit.render.types import Light, RenderObject
 
         rng = torch_rng(gen)
@@ -215,11 +238,7 @@ class SyntheticObserved:
         img = torch.stack(images).to(gen.device)
         m = torch.stack(masks).to(gen.device)
         visib, anything = m[:, :1], m[:, 1:]
-        bg = procedural_backgrounds(n, max(PW, PH), gen)[..., :PH, :PW]
-        if pre.dark_bg_p > 0:  # a refiner that never saw dark surroundings fails on them (docs/benchmarks.md)
-            dark = (torch.rand(n, 1, 1, 1, generator=gen, device=gen.device) < pre.dark_bg_p).float()
-            gain = 0.03 + 0.42 * torch.rand(n, 1, 1, 1, generator=gen, device=gen.device)
-            bg = bg * (1 - dark + dark * gain)
+        bg = self.backgrounds_for(n, gen)
         img = anything * img + (1 - anything) * bg
         img, visib = _occlude(img, visib, pre.occlude_p, gen)
         img = _augment_photometric(img, gen)

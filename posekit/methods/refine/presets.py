@@ -58,6 +58,7 @@ class RefinePreset:
     fine_scale: float = 0.3
     lr_schedule: str = "constant"  # or "cosine" (posekit.train.loop.learning_rate)
     dark_bg_p: float = 0.0  # share of observed backgrounds dimmed to 3-45 % (real scenes are dark: LM-O median 0.24)
+    background_image_p: float = 0.5  # share of observed backgrounds cut from the --backgrounds photos, when given
     extras: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:

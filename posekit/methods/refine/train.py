@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from posekit.cad.model import ObjectModel
+from posekit.data.augment import load_background_images
 from posekit.data.jsonio import write_json_atomic
 from posekit.errors import InputError
 from posekit.methods.refine.loss import pad_symmetries, refine_loss
@@ -143,10 +144,10 @@ def object_record(model: ObjectModel) -> dict:
 
 
 def write_config(ws: Path, models: list[ObjectModel], preset: RefinePreset, data: str | None,
-                 init_from: str | None = None) -> Path:
+                 init_from: str | None = None, backgrounds: dict | None = None) -> Path:
     return write_json_atomic(ws / CONFIG_NAME, {
         "method": METHOD, "preset": preset.to_json(), "objects": [object_record(m) for m in models],
-        "data": data, "init_from": init_from,
+        "data": data, "init_from": init_from, "backgrounds": backgrounds,
     })
 
 
@@ -213,6 +214,7 @@ def train_refiner(
     threads: int | None = None,
     pool: int | None = None,
     init_from: str | Path | None = None,
+    backgrounds: str | Path | None = None,
 ) -> RefineTrainResult:
     """Train one refiner for ``models`` into ``workspace``.
 
@@ -221,6 +223,8 @@ def train_refiner(
     ``pool``: draw that many observed patches once and reuse them (``PooledObserved``; quick runs).
     ``init_from``: another refiner workspace whose weights start this run (fine-tuning with a changed
     preset or data; its network must have the same shape); the optimiser and schedule start afresh.
+    ``backgrounds``: a folder of photos (e.g. of the user's workcell without the objects); the preset's
+    ``background_image_p`` share of the observed backgrounds are random crops of them, the rest procedural.
     """
     from posekit.render.gl import OffscreenRenderer
 
@@ -231,6 +235,14 @@ def train_refiner(
         raise InputError(f"{ws}: exists and is not a folder (--out must be a workspace folder)")
     existing = check_workspace(ws, models, preset, resume)
     init_state = initial_weights(Path(init_from), preset) if init_from is not None and not resume else None
+    if backgrounds is not None and data:
+        raise InputError("--backgrounds applies to patches rendered on the fly, not to --data (a rendered dataset "
+                         "has its own backgrounds: `posekit render --backgrounds`)")
+    if backgrounds is None and resume and existing and existing.get("backgrounds"):
+        backgrounds = existing["backgrounds"]["folder"]  # a resumed run keeps its photos
+    photos = None
+    if backgrounds is not None:  # read before anything is written: a bad folder leaves no workspace
+        photos = load_background_images(backgrounds, 2 * max(SyntheticObserved.patch_size_for(preset)))
     refuse_existing_checkpoint(ws, resume)  # before config.json is touched
     rank, world, local = distributed_env()
     dev = resolve_device(device, local)
@@ -239,8 +251,9 @@ def train_refiner(
         init_record = str(Path(init_from).resolve())
     else:  # a resumed fine-tuning keeps the record of where it started
         init_record = existing.get("init_from") if resume and existing else None
+    bg_record = {"folder": str(Path(backgrounds).resolve()), "images": len(photos)} if photos is not None else None
     if rank == 0:
-        write_config(ws, models, preset, str(data) if data else None, init_from=init_record)
+        write_config(ws, models, preset, str(data) if data else None, init_from=init_record, backgrounds=bg_record)
     objects = [prepare_object(m, preset) for m in models]
     W, H = preset.crop_size
     renderer = OffscreenRenderer(W, H)
@@ -252,7 +265,7 @@ def train_refiner(
         source = BopObserved(data, objects, ids, preset)
     else:
         obs_renderer = OffscreenRenderer(*SyntheticObserved.patch_size_for(preset))
-        source = SyntheticObserved(objects, preset, obs_renderer, camera=DEFAULT_CAMERA)
+        source = SyntheticObserved(objects, preset, obs_renderer, camera=DEFAULT_CAMERA, backgrounds=photos)
     if pool:
         source = PooledObserved(source, int(pool), torch.Generator().manual_seed(seed + 1),
                                 progress=progress and rank == 0)
