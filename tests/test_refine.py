@@ -287,14 +287,12 @@ def test_photo_backgrounds_fill_the_share_given(tmp_path):
     0 none is (here a single flat-coloured photo, so a crop of it is that colour everywhere)."""
     from PIL import Image
 
-    from posekit.data.augment import load_background_images
     from posekit.methods.refine.pairs import SyntheticObserved
 
     colour = np.array([230, 20, 150], np.uint8)
     Image.fromarray(np.broadcast_to(colour, (120, 160, 3)).copy()).save(tmp_path / "cell.png")
     base = dataclasses.replace(PRESETS["tiny"], dark_bg_p=0.0)
-    S = max(SyntheticObserved.patch_size_for(base))
-    photos = load_background_images(tmp_path, 2 * S)
+    photos = SyntheticObserved.load_photos(tmp_path, base)
     target = torch.as_tensor(colour / 255.0, dtype=torch.float32).view(1, 3, 1, 1)
     for p, expect in ((1.0, True), (0.0, False)):
         src = SyntheticObserved([], dataclasses.replace(base, background_image_p=p), None, backgrounds=photos)

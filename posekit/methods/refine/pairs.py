@@ -143,7 +143,14 @@ class SyntheticObserved:
         self.objects, self.preset, self.renderer, self.camera = objects, preset, renderer, camera
         self.apparent_size = apparent_size
         self.patch_size = self.patch_size_for(preset)
-        self.backgrounds = backgrounds  # (M, 3, 4S, 4S) photos from ``load_background_images(dir, 2 * S)``
+        self.backgrounds = backgrounds  # (M, 3, 4S, 4S) photos from ``load_photos``
+
+    @classmethod
+    def load_photos(cls, folder, preset: RefinePreset) -> torch.Tensor:
+        """The user's background photos at 4x the patch side, the scale ``PHOTO_CROP`` is chosen for."""
+        from posekit.data.augment import load_background_images
+
+        return load_background_images(folder, 2 * max(cls.patch_size_for(preset)))
 
     @staticmethod
     def patch_size_for(preset: RefinePreset) -> tuple[int, int]:

@@ -23,7 +23,6 @@ import numpy as np
 import torch
 
 from posekit.cad.model import ObjectModel
-from posekit.data.augment import load_background_images
 from posekit.data.jsonio import write_json_atomic
 from posekit.errors import InputError
 from posekit.methods.refine.loss import pad_symmetries, refine_loss
@@ -242,7 +241,7 @@ def train_refiner(
         backgrounds = existing["backgrounds"]["folder"]  # a resumed run keeps its photos
     photos = None
     if backgrounds is not None:  # read before anything is written: a bad folder leaves no workspace
-        photos = load_background_images(backgrounds, 2 * max(SyntheticObserved.patch_size_for(preset)))
+        photos = SyntheticObserved.load_photos(backgrounds, preset)
     refuse_existing_checkpoint(ws, resume)  # before config.json is touched
     rank, world, local = distributed_env()
     dev = resolve_device(device, local)
