@@ -181,7 +181,7 @@ def image_backgrounds(pool: torch.Tensor, n: int, size: int, gen: torch.Generato
                       scale: tuple[float, float] = (0.5, 1.0)) -> torch.Tensor:
     """(n, 3, S, S) random crops (``scale`` x the side, random place, random flip) of images in ``pool``."""
     idx = torch.randint(0, pool.shape[0], (n,), generator=gen, device=gen.device)
-    src = pool.to(gen.device)[idx]
+    src = pool[idx.to(pool.device)].to(gen.device)  # move the n drawn photos, not the whole pool, every call
     s = _u(gen, n, lo=scale[0], hi=scale[1])
     tx, ty = _u(gen, n, lo=-1.0, hi=1.0) * (1 - s), _u(gen, n, lo=-1.0, hi=1.0) * (1 - s)
     flip = torch.where(_coin(gen, n, 0.5), -1.0, 1.0)
