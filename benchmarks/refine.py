@@ -420,6 +420,13 @@ def backgrounds(refiner_ws: Path, n_images: int = 12, seed: int = 0) -> str:
     return "\n".join(lines)
 
 
+def refiner_preset(workspace: Path) -> str:
+    """The preset name a refiner workspace was trained with (its config.json)."""
+    from posekit.methods.refine.train import read_config
+
+    return str(read_config(workspace)["preset"]["name"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="what", required=True)
@@ -467,6 +474,9 @@ def main() -> None:
     else:
         body = lmo(a.aae_dir, a.refiner, a.boxes, a.out, a.polish)
         heading = "Refiner on real LM-O images (lmo-dev)"
+    preset = a.preset if a.what == "speed" else refiner_preset(a.refiner)
+    if preset != "cpu":  # another preset's figures get their own sections beside the cpu preset's
+        heading = f"{heading[:-1]}, {preset} preset)" if heading.endswith(")") else f"{heading} ({preset} preset)"
     print(body)
     if a.write_docs:
         write_section(heading, body)

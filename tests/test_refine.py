@@ -147,7 +147,7 @@ def test_cli_train_refine_pool_resume_and_bad_input(tmp_path, assets):
     # --init-from: a workspace whose network has another shape, or no workspace at all -> one line, nothing written
     shape = run("--cad", str(cad), "--out", str(tmp_path / "ws4"), "--preset", "cpu", "--device", "cpu",
                 "--init-from", str(ws))
-    assert shape.returncode == 2 and "differs" in shape.stderr and "crop_size" in shape.stderr
+    assert shape.returncode == 2 and "differs" in shape.stderr and "widths" in shape.stderr
     assert shape.stderr.strip().count("\n") == 0 and not (tmp_path / "ws4").exists()
     nows = run(*base[:2], "--out", str(tmp_path / "ws5"), "--init-from", str(tmp_path / "nothing"))
     assert nows.returncode == 2 and "not a refiner workspace" in nows.stderr and not (tmp_path / "ws5").exists()
@@ -174,6 +174,20 @@ def test_fine_tuning_starts_from_the_given_weights(tmp_path, bracket):
     assert dist(w["b"], w["a"]) < 0.01 < dist(w["c"], w["a"])
     cfg = json.loads((tmp_path / "b" / "config.json").read_text())
     assert cfg["init_from"] == str((tmp_path / "a").resolve())
+
+
+def test_cpu_weights_fine_tune_the_cpu_hr_preset():
+    """`--preset cpu-hr --init-from CPU_WS`: the cpu network's weights load into the 128-px network unchanged
+    (the last feature map is pooled to a fixed grid) and give its outputs at the larger crop."""
+    from posekit.methods.refine.network import RefineNet
+
+    cpu, hr = PRESETS["cpu"], PRESETS["cpu-hr"]
+    assert hr.crop_size == (128, 128) and hr.widths == cpu.widths
+    torch.manual_seed(0)
+    small, big = RefineNet(cpu), RefineNet(hr)
+    big.load_state_dict(small.state_dict())  # strict: every tensor has the same shape
+    out = big(torch.rand(2, 7, 128, 128))
+    assert out.rot6d.shape == (2, 6) and out.v.shape == (2, 3) and out.mask_logits.shape == (2, 1, 32, 32)
 
 
 def test_refiner_of_several_objects_loads_with_a_subset(tmp_path, bracket):

@@ -27,7 +27,7 @@ def train_refine_command(
     cad: list[Path] = typer.Option(..., "--cad", help="CAD file of an object (repeat for several objects: one "
                                    "network for all)."),
     out: Path = typer.Option(..., "--out", help="Workspace folder (config.json, checkpoints, curves)."),
-    preset: str = typer.Option("auto", "--preset", help="cpu | paper | tiny | auto (paper on CUDA, else cpu); "
+    preset: str = typer.Option("auto", "--preset", help="cpu | cpu-hr | paper | tiny | auto (paper on CUDA, else cpu); "
                                "a resumed run keeps its own."),
     steps: int | None = typer.Option(None, "--steps", help="Total optimiser steps (default: the preset's)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from WORKSPACE/checkpoints/last.pt."),

@@ -5,6 +5,9 @@ conv net, renders of meshes decimated to 2000 faces (pyrender on llvmpipe: ~7-10
 that a refiner for the 8 LM-O objects trains in about 1.5-2 hours (10k steps at 0.5-1.1 s per step on
 one thread, pooled or fresh observed patches; docs/training.md). It carries the tiny preset's lessons
 (difference and coordinate channels, no random plain colours).
+``cpu-hr``: the ``cpu`` network at 128x128 crops (twice the side: depth from apparent size and small
+rotations are resolved to half the pixel fraction); the weights have the same shapes, so it fine-tunes a
+``cpu`` workspace (``--init-from``); ~4x the network time per step and per iteration.
 ``paper``: for a GPU -- 256x192 crops (DeepIM's 640x480 zoom at 4:3, downscaled), a ResNet-style
 residual backbone with ~11 M parameters, larger batches, more steps.
 ``tiny``: for tests (a minute on CPU). lr 3e-4: at 2e-3 (its former value) the pose heads did not learn
@@ -17,7 +20,7 @@ faster). Depth noise is halved: depth from apparent size is learned last (not wi
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from posekit.errors import InputError
 
@@ -76,9 +79,14 @@ class RefinePreset:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
+_CPU = RefinePreset(name="cpu", coord_channels=True, diff_channels=True, plain_color_p=0.0, clutter=4, fine_p=0.25,
+                    lr_schedule="cosine", steps=16000, dark_bg_p=0.5)
+
 PRESETS: dict[str, RefinePreset] = {
-    "cpu": RefinePreset(name="cpu", coord_channels=True, diff_channels=True, plain_color_p=0.0, clutter=4, fine_p=0.25,
-                        lr_schedule="cosine", steps=16000, dark_bg_p=0.5),
+    "cpu": _CPU,
+    # the cpu network at twice the crop side: its weights have the same shapes (the last feature map is pooled
+    # to pool_grid x pool_grid), so `--init-from` a cpu workspace fine-tunes it; 4x the network time per step
+    "cpu-hr": replace(_CPU, name="cpu-hr", crop_size=(128, 128), steps=4000),
     "paper": RefinePreset(
         name="paper", crop_size=(256, 192), widths=(64, 128, 256, 512), blocks_per_stage=2, fc_width=512,
         groups=32, max_faces=20000, n_points=1000, batch_size=64, steps=100000, lr=3e-4,

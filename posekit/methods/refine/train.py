@@ -187,7 +187,7 @@ def initial_weights(src: Path, preset: RefinePreset) -> dict:
     try:
         load_weights(net, checkpoint_path(src))
     except InputError as exc:
-        diff = [f for f in ("crop_size", "widths", "blocks_per_stage", "fc_width", "coord_channels", "diff_channels",
+        diff = [f for f in ("widths", "blocks_per_stage", "fc_width", "coord_channels", "diff_channels",
                             "pool_grid", "groups") if getattr(old, f) != getattr(preset, f)]
         why = f"differs from preset {preset.name}'s in {', '.join(diff)}" if diff else f"does not load ({exc})"
         raise InputError(f"--init-from {src}: its network {why}") from None
