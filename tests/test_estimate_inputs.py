@@ -71,6 +71,41 @@ def test_pose_json(tmp_path):
         inputs.load_pose_json(p)
 
 
+def test_every_pose_of_an_estimate_output_is_read_in_order(tmp_path):
+    """A `posekit estimate --json` output with two poses gives two initial poses; a bad entry is named."""
+    p = tmp_path / "out.json"
+    Rz = np.array([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]])
+    p.write_text(json.dumps({"poses": [{"R": np.eye(3).tolist(), "t": [1, 2, 300]},
+                                       {"R": Rz.tolist(), "t": [-5, 0, 450]}]}))
+    (R0, t0), (R1, t1) = inputs.load_poses_json(p)
+    assert np.allclose(R0, np.eye(3)) and np.allclose(t0, [1, 2, 300])
+    assert np.allclose(R1, Rz) and np.allclose(t1, [-5, 0, 450])
+    p.write_text(json.dumps({"poses": [{"R": np.eye(3).tolist(), "t": [1, 2, 300]}, {"R": np.eye(3).tolist()}]}))
+    with pytest.raises(InputError, match=r"poses\[1\]: missing key"):
+        inputs.load_poses_json(p)
+
+
+def test_mask_file_is_read_binarised_and_checked(tmp_path):
+    from PIL import Image
+
+    from posekit.geometry.camera import Camera
+
+    cam = Camera.from_fxfycxcy(500, 500, 160, 120, 320, 240)
+    m = np.zeros((240, 320), np.uint8)
+    m[100:140, 50:90] = 255
+    m[0, 0] = 100  # below the threshold: background
+    p = tmp_path / "mask.png"
+    Image.fromarray(m).save(p)
+    mask = inputs.load_mask(p, cam)
+    assert mask.dtype == np.float32 and mask.sum() == 40 * 40 and mask[120, 70] == 1.0 and mask[0, 0] == 0.0
+    Image.fromarray(np.zeros((240, 320), np.uint8)).save(p)
+    with pytest.raises(InputError, match="empty"):
+        inputs.load_mask(p, cam)
+    Image.fromarray(m[:120]).save(p)
+    with pytest.raises(InputError, match="mask is 320x120 but the image is 320x240"):
+        inputs.load_mask(p, cam)
+
+
 def test_overlay_contour_follows_the_rendered_silhouette(tmp_path):
     """The contour is drawn on the boundary of the model's silhouette at the pose, nowhere else."""
     import trimesh

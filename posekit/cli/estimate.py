@@ -48,7 +48,7 @@ def estimate(
     cad: Path | None = typer.Option(None, "--cad", help="The object's CAD file (STL/PLY/OBJ)."),
     units: str = typer.Option("auto", "--units", help="CAD units: mm, m or auto."),
     model: Path | None = typer.Option(None, "--model", help="AAE workspace from `posekit train aae`."),
-    bbox: str | None = typer.Option(None, "--bbox", help="Detection box x,y,w,h in pixels."),
+    bbox: list[str] | None = typer.Option(None, "--bbox", help="Detection box x,y,w,h in pixels; repeat it for several instances of the part (estimated and refined as one batch)."),
     camera: Path | None = typer.Option(None, "--camera", help="camera.json (fx, fy, cx, cy[, width, height]) or a file with cam_K."),
     K: str | None = typer.Option(None, "--K", help="Intrinsics fx,fy,cx,cy (instead of --camera)."),
     method: str = typer.Option("aae", "--method", help="Coarse method: aae."),
@@ -57,9 +57,10 @@ def estimate(
     refiner_ws: Path | None = typer.Option(None, "--refiner", help="Refiner workspace from `posekit train refine`."),
     iters: int = typer.Option(4, "--iters", min=0, help="Refiner iterations."),
     polish: int = typer.Option(0, "--polish", min=0, help="Silhouette polish steps after refinement (PyTorch3D)."),
+    mask: Path | None = typer.Option(None, "--mask", help="The object's mask (an image of the image's size, object >= 128): the polish's target instead of the refiner's predicted mask."),
     score: str = typer.Option("none", "--score", help="Keep the best refiner iterate (the start included), not the last: none, mask (silhouette vs the refiner's predicted object mask) or edges (outline vs image edges)."),
     renderer: str = typer.Option("auto", "--renderer", help="Refiner renderer: auto, pytorch3d or pyrender."),
-    init: Path | None = typer.Option(None, "--init", help="Start refinement from the pose in this JSON (R, t in mm) instead of the AAE."),
+    init: Path | None = typer.Option(None, "--init", help="Start refinement from the pose in this JSON (R, t in mm; every pose of a `posekit estimate --json` output) instead of the AAE."),
     overlay: Path | None = typer.Option(None, "--overlay", help="Write the pose over the image (.png/.jpg; .gif: one frame per stage, e.g. each refiner iteration)."),
     strip: Path | None = typer.Option(None, "--strip", help="Write the stages (coarse, each refiner iteration, polish) side by side into this PNG."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the pose(s) as JSON (stdout otherwise)."),
@@ -85,6 +86,8 @@ def estimate(
         raise InputError("--score chooses among refiner iterations: use it with --refine deepim and --iters >= 1")
     if polish and (refine == "none" or iters == 0):
         raise InputError("--polish works on the refiner's last iteration: use it with --refine deepim and --iters >= 1")
+    if mask is not None and not polish:
+        raise InputError("--mask is the silhouette polish's target: use it with --polish N")
     for target in (json_out, overlay, strip, out):
         if target is not None and not target.parent.is_dir():
             raise InputError(f"{target.parent}: output folder does not exist")
@@ -93,15 +96,17 @@ def estimate(
     if strip is not None and strip.suffix.lower() not in (".png", ".jpg", ".jpeg"):
         raise InputError(f"--strip {strip}: use a .png or .jpg file name")
     if dataset is not None:
+        if mask is not None or bbox:
+            raise InputError("--mask and --bbox are for single-image mode; --dataset takes its boxes from --boxes")
         _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k, refine, refiner_ws, iters,
                       polish, renderer, device, score)
     else:
-        _image_mode(image, cad, units, model, bbox, camera, K, top_k, refine, refiner_ws, iters, polish, renderer,
-                    init, overlay, strip, json_out, device, score)
+        _image_mode(image, cad, units, model, bbox or [], camera, K, top_k, refine, refiner_ws, iters, polish,
+                    renderer, init, overlay, strip, json_out, device, score, mask)
 
 
-def _image_mode(image, cad, units, model, bbox, camera, K, top_k, refine, refiner_ws, iters, polish, renderer,
-                init, overlay, strip, json_out, device, score=None) -> None:
+def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refiner_ws, iters, polish, renderer,
+                init, overlay, strip, json_out, device, score=None, mask=None) -> None:
     from posekit.cad.load import load_model
     from posekit.estimate import inputs
     from posekit.estimate.pipeline import Detection, EstimatorConfig, PoseEstimator, estimate_to_json
@@ -113,22 +118,23 @@ def _image_mode(image, cad, units, model, bbox, camera, K, top_k, refine, refine
         raise InputError("--cad is required: the object's CAD file")
     rgb = inputs.load_image(image)
     cam = inputs.resolve_camera(rgb, image, camera, K)
+    detections = [Detection(1, inputs.parse_bbox(b, cam)) for b in bboxes]
+    target_mask = inputs.load_mask(mask, cam) if mask is not None else None
     obj = load_model(cad, units=units, obj_id=1)
     init_est = None
     if init is not None:
         if refine == "none":
             raise InputError("--init gives a starting pose for refinement: use it with --refine deepim")
-        R0, t0 = inputs.load_pose_json(init)
-        init_est = [PoseEstimate(obj_id=1, R=R0, t=t0, history=[{"stage": "init", "R": R0.tolist(), "t": t0.tolist()}])]
-        detections = []
-        if bbox is not None:
-            detections = [Detection(1, inputs.parse_bbox(bbox, cam))]
+        poses = inputs.load_poses_json(init)
+        if detections and len(detections) != len(poses):
+            raise InputError(f"--init {init} holds {len(poses)} pose(s) but {len(detections)} --bbox were given")
+        init_est = [PoseEstimate(obj_id=1, R=R0, t=t0, history=[{"stage": "init", "R": R0.tolist(), "t": t0.tolist()}])
+                    for R0, t0 in poses]
     else:
-        if bbox is None:
+        if not detections:
             raise InputError("--bbox x,y,w,h is required (or --init pose.json to refine a given pose)")
         if model is None:
             raise InputError("--model WORKSPACE is required for --method aae")
-        detections = [Detection(1, inputs.parse_bbox(bbox, cam))]
     aae = {}
     if init_est is None:
         from posekit.methods.aae.codebook import load_workspace
@@ -137,7 +143,7 @@ def _image_mode(image, cad, units, model, bbox, camera, K, top_k, refine, refine
     refiner = _load_refiner(refine, refiner_ws, [obj], device, renderer)
     config = EstimatorConfig(top_k=top_k, refine_iters=iters, polish_steps=polish, refine_score=score)
     estimator = PoseEstimator({1: obj}, aae=aae, refiner=refiner, config=config)
-    obs = Observation(image=rgb, camera=cam, bbox=detections[0].bbox if detections else None)
+    obs = Observation(image=rgb, camera=cam, bbox=detections[0].bbox if detections else None, mask=target_mask)
     try:
         results = estimator.estimate(obs, detections, init=init_est)
     finally:
@@ -151,26 +157,32 @@ def _image_mode(image, cad, units, model, bbox, camera, K, top_k, refine, refine
     else:
         typer.echo(json.dumps(record, indent=2))
     if overlay is not None:
-        _write_overlay(overlay, rgb, cam, obj, results[0])
+        _write_overlay(overlay, rgb, cam, obj, results)
         typer.echo(f"wrote {overlay}", err=True)
     if strip is not None:
-        _write_overlay(strip, rgb, cam, obj, results[0], strip=True)
+        _write_overlay(strip, rgb, cam, obj, results, strip=True)
         typer.echo(f"wrote {strip}", err=True)
 
 
-def _write_overlay(path: Path, rgb, cam, obj, est, strip: bool = False) -> None:
-    """The final pose over the image (.png/.jpg), or one frame per stage: animated (.gif) or side by side (strip)."""
+def _write_overlay(path: Path, rgb, cam, obj, estimates, strip: bool = False) -> None:
+    """The final poses over the image (.png/.jpg), or one frame per stage with every instance at that stage:
+    animated (.gif) or side by side (strip). The estimates of one batch share their stages."""
     import numpy as np
 
     from posekit.data.jsonio import save_image_atomic
-    from posekit.viz.overlay import draw_pose, pose_strip, save_frames
+    from posekit.viz.overlay import draw_poses, pose_strip, save_frames
 
     if path.suffix.lower() == ".gif" or strip:
-        poses = [(np.asarray(h["R"]).reshape(3, 3), np.asarray(h["t"])) for h in est.history] or [(est.R, est.t)]
-        labels = [h.get("stage", str(i)) for i, h in enumerate(est.history)] or ["final"]
-        save_frames(path, pose_strip(rgb, cam, obj, poses, labels=labels))
+        stages = min(len(e.history) for e in estimates)
+        if stages == 0:
+            frames, labels = [[(e.R, e.t) for e in estimates]], ["final"]
+        else:
+            frames = [[(np.asarray(e.history[k]["R"]).reshape(3, 3), np.asarray(e.history[k]["t"])) for e in estimates]
+                      for k in range(stages)]
+            labels = [estimates[0].history[k].get("stage", str(k)) for k in range(stages)]
+        save_frames(path, pose_strip(rgb, cam, obj, frames, labels=labels))
     else:
-        save_image_atomic(path, draw_pose(rgb, cam, obj, est.R, est.t))
+        save_image_atomic(path, draw_poses(rgb, cam, obj, [(e.R, e.t) for e in estimates]))
 
 
 def _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k, refine, refiner_ws, iters,

@@ -113,18 +113,50 @@ def parse_bbox(text: str, camera: Camera) -> tuple[float, float, float, float]:
     return (x, y, w, h)
 
 
-def load_pose_json(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """An initial pose from JSON: {"R": 9 numbers or 3x3, "t": 3 numbers (mm)} (also cam_R_m2c / cam_t_m2c)."""
+def load_poses_json(path: str | Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Initial poses from JSON: one {"R": 9 numbers or 3x3, "t": 3 numbers (mm)} (also cam_R_m2c / cam_t_m2c),
+    or a `posekit estimate --json` output, whose every entry of "poses" is returned in order."""
     path = Path(path)
     data = _read_json_object(path, "pose", "with R and t")
+    entries = [data]
     if "poses" in data:  # a `posekit estimate --json` output
-        poses = data["poses"]
-        if not (isinstance(poses, list) and poses and isinstance(poses[0], dict)):
+        entries = data["poses"]
+        if not (isinstance(entries, list) and entries and all(isinstance(e, dict) for e in entries)):
             raise InputError(f"{path}: 'poses' must be a non-empty list of objects with R and t")
-        data = poses[0]
-    R = data.get("R", data.get("cam_R_m2c"))
-    t = data.get("t", data.get("cam_t_m2c"))
-    if R is None or t is None:
-        raise InputError(f"{path}: missing key 'R' or 't' (or cam_R_m2c / cam_t_m2c)")
-    message = f"{path}: R must be 9 finite numbers (or 3x3) and t 3 (mm)"
-    return _finite(R, 9, message).reshape(3, 3), _finite(t, 3, message)
+    out = []
+    for k, e in enumerate(entries):
+        where = f"{path}" if len(entries) == 1 and entries[0] is data else f"{path}: poses[{k}]"
+        R = e.get("R", e.get("cam_R_m2c"))
+        t = e.get("t", e.get("cam_t_m2c"))
+        if R is None or t is None:
+            raise InputError(f"{where}: missing key 'R' or 't' (or cam_R_m2c / cam_t_m2c)")
+        message = f"{where}: R must be 9 finite numbers (or 3x3) and t 3 (mm)"
+        out.append((_finite(R, 9, message).reshape(3, 3), _finite(t, 3, message)))
+    return out
+
+
+def load_pose_json(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """The first pose of :func:`load_poses_json` (the file's only pose, or its first entry of "poses")."""
+    return load_poses_json(path)[0]
+
+
+def load_mask(path: str | Path, camera: Camera) -> np.ndarray:
+    """The object's mask from an image file (e.g. a BOP mask_visib PNG), (H, W) float32 in {0, 1}: pixels of grey
+    level >= 128 are the object; the mask must have the image's size."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such mask file")
+    try:
+        with Image.open(path) as im:
+            grey = np.asarray(im.convert("L"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InputError(f"{path}: not a readable mask image ({exc.__class__.__name__})") from None
+    h, w = grey.shape
+    if (w, h) != (camera.width, camera.height):
+        raise InputError(f"{path}: mask is {w}x{h} but the image is {camera.width}x{camera.height}")
+    mask = (grey >= 128).astype(np.float32)
+    if not mask.any():
+        raise InputError(f"{path}: the mask is empty (no pixel of grey level >= 128)")
+    return mask

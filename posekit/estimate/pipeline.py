@@ -91,7 +91,8 @@ class PoseEstimator:
         final_R, final_t = run.final
         polished = None
         if self.config.polish_steps > 0 and iters > 0:
-            polished = self.refiner.polish(run, keys, steps=self.config.polish_steps)
+            # the target: the user's mask of the object where the observation has one, else the refiner's prediction
+            polished = self.refiner.polish(run, keys, steps=self.config.polish_steps, mask=obs.mask)
             final_R, final_t = polished.R, polished.t
         refined = []
         for i, e in enumerate(estimates):

@@ -11,7 +11,8 @@ from posekit.geometry.camera import Camera
 
 @dataclass
 class Observation:
-    """One RGB image (H, W, 3 uint8) with its camera and, optionally, a box (x, y, w, h) and mask."""
+    """One RGB image (H, W, 3 uint8) with its camera and, optionally, a box (x, y, w, h) and the object's mask
+    (H, W) in [0, 1] (the silhouette polish's target where given)."""
 
     image: np.ndarray
     camera: Camera

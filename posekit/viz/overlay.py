@@ -72,16 +72,41 @@ def draw_pose(
     return np.asarray(pil)
 
 
-def pose_strip(
+def draw_poses(
     image: np.ndarray,
     camera: Camera,
     model: ObjectModel,
     poses: Sequence[tuple[np.ndarray, np.ndarray]],
+    renderer=None,
+    label: str | None = None,
+) -> np.ndarray:
+    """``draw_pose`` for several instances of one model: every pose (R, t) over one copy of ``image``."""
+    own = renderer is None
+    if own:
+        from posekit.render.gl import OffscreenRenderer
+
+        renderer = OffscreenRenderer(camera.width, camera.height)
+    out = np.array(image, dtype=np.uint8, copy=True)
+    try:
+        for k, (R, t) in enumerate(poses):
+            out = draw_pose(out, camera, model, R, t, renderer=renderer, label=label if k == 0 else None)
+    finally:
+        if own:
+            renderer.close()
+    return out
+
+
+def pose_strip(
+    image: np.ndarray,
+    camera: Camera,
+    model: ObjectModel,
+    stages: Sequence[Sequence[tuple[np.ndarray, np.ndarray]]],
     labels: Sequence[str] | None = None,
     crop_box: tuple[float, float, float, float] | None = None,
     renderer=None,
 ) -> list[np.ndarray]:
-    """One overlay frame per pose (e.g. per refiner iteration), optionally cropped to ``crop_box``."""
+    """One overlay frame per stage (e.g. per refiner iteration) with that stage's poses (R, t) of every instance,
+    optionally cropped to ``crop_box``."""
     own = renderer is None
     if own:
         from posekit.render.gl import OffscreenRenderer
@@ -89,9 +114,9 @@ def pose_strip(
         renderer = OffscreenRenderer(camera.width, camera.height)
     frames = []
     try:
-        for k, (R, t) in enumerate(poses):
+        for k, poses in enumerate(stages):
             label = labels[k] if labels else None
-            frame = draw_pose(image, camera, model, R, t, renderer=renderer, label=label)
+            frame = draw_poses(image, camera, model, poses, renderer=renderer, label=label)
             if crop_box is not None:
                 x, y, w, h = (int(round(v)) for v in crop_box)
                 x0, y0 = max(x, 0), max(y, 0)

@@ -11,7 +11,9 @@ units, both starting at zero, optimised with Adam on a soft IoU loss
 Only the silhouette is compared, so the polish can fix what the outline shows (image-plane
 position, scale, in-plane rotation) but not rotations that keep the outline; occluded parts are
 not in the target, which is why the *visible* mask plus a silhouette of the full object would be
-biased under occlusion -- the polish is kept only if it helps on lmo-dev (docs/benchmarks.md).
+biased under occlusion. With the refiner's predicted mask it barely helps on lmo-dev (docs/benchmarks.md);
+with a good mask (the user's, ``posekit estimate --mask``) it removes most of a depth error: it is an
+option, off by default.
 """
 
 from __future__ import annotations

@@ -126,6 +126,16 @@ def _image_tensor(image: np.ndarray, device) -> torch.Tensor:
     return (x / 255.0 if a.dtype == np.uint8 else x)[None]
 
 
+
+def crop_mask(mask: np.ndarray, windows: np.ndarray, size_hw) -> np.ndarray:
+    """A whole-image mask (H, W) in [0, 1] cut into each zoom window (B, 4: x0, y0, w, h) at (h, w): (B, h, w)."""
+    m = torch.as_tensor(np.asarray(mask, dtype=np.float32))[None, None]
+    B = len(windows)
+    h, w = (int(v) for v in size_hw)
+    out = crop_images(m.expand(B, 1, *m.shape[-2:]), torch.as_tensor(np.asarray(windows), dtype=torch.float32),
+                      (w, h))
+    return out[:, 0].numpy()
+
 class Refiner:
     """A trained refiner with its objects and renderer (see the module docstring)."""
 
@@ -215,11 +225,14 @@ class Refiner:
                                       max_faces=None, device=self.device, hard=False)
         return self._soft
 
-    def polish(self, run: RefineRun, objects: Sequence[int | str], steps: int, lr: float = 0.01):
-        """``steps`` silhouette-gradient steps on ``run.final`` towards the network's predicted visible mask.
+    def polish(self, run: RefineRun, objects: Sequence[int | str], steps: int, lr: float = 0.01,
+               mask: np.ndarray | None = None):
+        """``steps`` silhouette-gradient steps on ``run.final`` towards the object's visible mask.
 
-        The target is the last iteration's mask prediction in that iteration's crop (``run.mask_probs``,
-        ``run.K_crops``); returns a :class:`~posekit.methods.refine.polish.PolishResult`.
+        The target is, by default, the last iteration's mask prediction in that iteration's crop
+        (``run.mask_probs``, ``run.K_crops``); ``mask`` (H, W) in [0, 1], a mask of the whole image that
+        the user gives (e.g. from a segmenter), replaces it, cut into the same crops. Returns a
+        :class:`~posekit.methods.refine.polish.PolishResult`.
         """
         from posekit.methods.refine.polish import polish
 
@@ -227,8 +240,10 @@ class Refiner:
             raise ValueError("polish needs a refine run of at least one iteration")
         idx = np.array([self.object_index(k) for k in objects], dtype=np.int64)
         R0, t0 = run.final
-        return polish(self._get_soft_renderer(), idx, R0, t0, run.K_crops, run.mask_probs, steps=steps,
-                      lr=lr)
+        target = run.mask_probs
+        if mask is not None:
+            target = crop_mask(mask, run.windows, target.shape[-2:])
+        return polish(self._get_soft_renderer(), idx, R0, t0, run.K_crops, target, steps=steps, lr=lr)
 
     def close(self) -> None:
         if self._renderer is not None:
@@ -303,4 +318,4 @@ class Refiner:
         return run
 
 
-__all__ = ["Refiner", "RefineRun", "RENDERERS", "SCORES", "contour_edge_agreement"]
+__all__ = ["Refiner", "RefineRun", "crop_mask", "RENDERERS", "SCORES", "contour_edge_agreement"]
