@@ -18,10 +18,10 @@
         The same perturbed poses refined on the real image, on the objects re-rendered at their true poses
         over it, and over grey / black: where the refiner's sim-to-real loss comes from.
 
-    python benchmarks/refine.py perturbed --refiner WS [--write-docs]
+    python benchmarks/refine.py perturbed --refiner WS [--polish N] [--write-docs]
         The refiner from ground truth perturbed by known noise (two levels) on the real lmo-dev images:
         the same metrics plus median rotation / translation error after 0, 1, 2, 4 iterations, and the
-        iterate each --score mode keeps.
+        iterate each --score mode keeps (with --polish N, also the last iterate polished N steps).
 
     python benchmarks/refine.py drift --refiner WS [--images 40] [--write-docs]
         Signed offsets after each iteration on real images (is the added error systematic?), depth offset
@@ -183,8 +183,10 @@ def perturb_ground_truth(gts, rng: np.random.Generator, angle_deg: float, sxy: f
 
 
 def perturbed(refiner_ws: Path, out_dir: Path, iters: tuple[int, ...] = (1, 2, 4), seed: int = 0,
-              scores: tuple[str, ...] = ("mask", "edges")) -> str:
-    """Refine ground truth perturbed by known noise on the real lmo-dev images; how much noise is removed."""
+              scores: tuple[str, ...] = ("mask", "edges"), polish: int = 0) -> str:
+    """Refine ground truth perturbed by known noise on the real lmo-dev images; how much noise is removed.
+
+    ``polish`` > 0 adds a row: the last iterate polished for that many steps towards the refiner's predicted mask."""
     from tqdm import tqdm
 
     from posekit.data.bop import BopDataset
@@ -206,7 +208,9 @@ def perturbed(refiner_ws: Path, out_dir: Path, iters: tuple[int, ...] = (1, 2, 4
         "of a fixed angle about a random axis and a Gaussian translation offset (x/y and z std), then refined; "
         f"{platform.machine()}, {os.cpu_count()} CPUs, no GPU, pyrender renderer. Median rotation error over the "
         "asymmetric objects (symmetric ones have no unique angle); median translation error over all. Rows \"best of 0-4 "
-        "by X score\": the iterate (the start included) that `posekit estimate --score X` keeps.",
+        "by X score\": the iterate (the start included) that `posekit estimate --score X` keeps."
+        + (f" Row \"{max(iters)} + polish {polish}\": the last iterate after `--polish {polish}` (towards the refiner's "
+           "predicted mask; its ms / image is the polish alone)." if polish else ""),
         "",
         "| noise | iterations | ADD(-S) 0.1d | AR_MSSD | AR_MSPD | median re (deg) | median te (mm) | ms / image |",
         "|---|---|---|---|---|---|---|---|",
@@ -214,10 +218,11 @@ def perturbed(refiner_ws: Path, out_dir: Path, iters: tuple[int, ...] = (1, 2, 4
     symmetric = {o for o, info in ds.models_info.items() if info.get("symmetries_discrete") or info.get("symmetries_continuous")}
     for li, (label, (angle, sxy, sz)) in enumerate(NOISE_LEVELS.items()):
         rng = np.random.default_rng(seed + li)
-        keys = (0, *iters, *scores)  # a score mode: the best-scored iterate of 0..max(iters) (refine(score=mode))
+        pkey = f"{max(iters)} + polish {polish}"
+        keys = (0, *iters, *scores, *((pkey,) if polish else ()))  # a score mode: the best-scored iterate (refine(score=mode))
         per_iter: dict = {k: [] for k in keys}
         errs: dict = {k: [] for k in keys}
-        ms = []
+        ms, ms_polish = [], []
         frames = [f for f in ds.frames("test")]
         for frame in tqdm(frames, desc=f"perturbed {label}", file=sys.stderr):
             sel = [g for _, g in enumerate(frame.gts) if g.obj_id in known
@@ -237,6 +242,11 @@ def perturbed(refiner_ws: Path, out_dir: Path, iters: tuple[int, ...] = (1, 2, 4
                     ms.append(1000 * (time.perf_counter() - start))
                 if mode is not None:
                     final[mode] = r.final
+            if polish:
+                start = time.perf_counter()
+                pr = refiner.polish(run, [g.obj_id for g in sel], steps=polish)
+                ms_polish.append(1000 * (time.perf_counter() - start))
+                final[pkey] = (pr.R, pr.t)
             for k in per_iter:
                 Rk, tk = final[k] if k in final else (run.R[k], run.t[k])
                 for i, g in enumerate(sel):
@@ -252,7 +262,7 @@ def perturbed(refiner_ws: Path, out_dir: Path, iters: tuple[int, ...] = (1, 2, 4
             re = np.median(e[e[:, 2] == 0, 0])
             te = np.median(e[:, 1])
             timing = (f"{np.median(ms):.0f} ({max(iters)} it.{' + ' + scores[0] + ' score' if scores else ''})"
-                      if k == 0 else "")
+                      if k == 0 else f"{np.median(ms_polish):.0f}" if k == pkey else "")
             it = f"best of 0-{max(iters)} by {k} score" if k in scores else k
             lines.append(f"| {label if k == 0 else ''} | {it} | {100 * adds:.1f} % | {mssd:.3f} | {mspd:.3f} | "
                          f"{re:.1f} | {te:.1f} | {timing} |")
@@ -458,6 +468,7 @@ def main() -> None:
     pz = sub.add_parser("perturbed")
     pz.add_argument("--refiner", type=Path, required=True)
     pz.add_argument("--out", type=Path, default=Path("refine_perturbed"))
+    pz.add_argument("--polish", type=int, default=0, help="add a row: the last iterate after N polish steps")
     pz.add_argument("--write-docs", action="store_true")
     a = ap.parse_args()
     if a.what == "speed":
@@ -473,7 +484,7 @@ def main() -> None:
         body = drift(a.refiner, a.images)
         heading = "Refiner: is its error on real images systematic? (lmo-dev)"
     elif a.what == "perturbed":
-        body = perturbed(a.refiner, a.out)
+        body = perturbed(a.refiner, a.out, polish=a.polish)
         heading = "Refiner from perturbed ground truth (lmo-dev)"
     else:
         body = lmo(a.aae_dir, a.refiner, a.boxes, a.out, a.polish)
