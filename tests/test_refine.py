@@ -346,3 +346,34 @@ def test_cli_train_refine_backgrounds_recorded_and_checked(tmp_path, assets):
     assert resumed.returncode == 0, resumed.stderr
     cfg = json.loads((ws / "config.json").read_text())
     assert cfg["backgrounds"] == {"folder": str(photos.resolve()), "images": 2}
+
+
+def test_both_refiner_renderers_draw_the_same_crops(bracket):
+    """`--renderer pyrender` (the CPU's) and `--renderer pytorch3d` (CUDA's) must show the network the same
+    object in the same zoom crop: silhouettes agree (a flipped axis or a wrong crop K would not), shading
+    correlates (its brightness differs; training jitters the rendering's gain and gamma for that)."""
+    from posekit.geometry.crop import crop_intrinsics
+    from posekit.methods.refine.pairs import prepare_object, render_crops, zoom_windows
+    from posekit.render.diff import DiffRenderer
+    from posekit.render.gl import OffscreenRenderer
+
+    preset = PRESETS["cpu"]
+    obj = prepare_object(bracket, preset)
+    B, idx = 6, np.zeros(6, np.int64)
+    R = random_rotations(B, 0)
+    t = np.stack([np.linspace(-80, 80, B), np.linspace(40, -40, B), np.linspace(450, 900, B)], axis=1)
+    K = np.tile(np.array([[572.4, 0, 325.3], [0, 573.6, 242.0], [0, 0, 1]]), (B, 1, 1))
+    Kc = crop_intrinsics(torch.as_tensor(K), torch.as_tensor(zoom_windows([obj], idx, R, t, K, preset)),
+                         preset.crop_size).numpy()
+    with OffscreenRenderer(*preset.crop_size) as r:
+        rgb_gl, m_gl = render_crops(r, [obj], idx, R, t, Kc, preset.crop_size)
+    diff = DiffRenderer([obj.render_model], image_size=preset.crop_size, max_faces=None, device="cpu", hard=True)
+    f32 = (lambda a: torch.as_tensor(a, dtype=torch.float32))  # noqa: E731
+    rgb_p3, m_p3 = render_crops(diff, [obj], idx, f32(R), f32(t), f32(Kc), preset.crop_size)
+    a, b = m_gl[:, 0] > 0.5, m_p3[:, 0] > 0.5
+    iou = ((a & b).sum((1, 2)) / (a | b).sum((1, 2))).numpy()
+    assert (iou > 0.97).all(), iou
+    for i in range(B):
+        inside = (a & b)[i]
+        corr = np.corrcoef(rgb_gl[i].mean(0)[inside].numpy(), rgb_p3[i].mean(0)[inside].numpy())[0, 1]
+        assert corr > 0.6, (i, corr)
