@@ -377,3 +377,32 @@ def test_both_refiner_renderers_draw_the_same_crops(bracket):
         inside = (a & b)[i]
         corr = np.corrcoef(rgb_gl[i].mean(0)[inside].numpy(), rgb_p3[i].mean(0)[inside].numpy())[0, 1]
         assert corr > 0.6, (i, corr)
+
+
+@pytest.mark.slow
+def test_torchrun_processes_train_and_resume_one_workspace(tmp_path, assets):
+    """`torchrun --nproc_per_node=2 -m posekit train refine`: the several-GPU path, run on the CPU through Gloo.
+    Two ranks train one workspace (rank 0 writes it and reports once), and a resumed run continues it."""
+    import subprocess
+    import sys
+
+    from posekit.train.checkpoint import load_checkpoint
+
+    ws = tmp_path / "ws"
+
+    def torchrun(*extra):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "posekit",
+               "train", "refine", "--cad", str(assets / "bracket.stl"), "--out", str(ws), "--preset", "tiny",
+               "--pool", "32", "--device", "cpu", *extra]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+    r = torchrun("--steps", "12")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("trained tiny refiner") == 1, r.stdout
+    state = load_checkpoint(ws / "checkpoints" / "last.pt")
+    assert state["step"] == 12 and state["config"]["world_size"] == 2
+    r = torchrun("--steps", "20", "--resume")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resuming" in r.stderr and r.stdout.count("to step 20") == 1, (r.stdout, r.stderr[-2000:])
+    state = load_checkpoint(ws / "checkpoints" / "last.pt")
+    assert state["step"] == 20 and len(state["history"]["loss"]) == 20

@@ -56,7 +56,7 @@ def train_aae_command(
     """
     from posekit.cad.load import load_model
     from posekit.methods.aae.train import train_aae
-    from posekit.train.loop import resolve_device
+    from posekit.train.loop import distributed_env, resolve_device
 
     resolve_device(device)  # a bad --device fails before any work
     model = load_model(cad, units=units)
@@ -64,7 +64,7 @@ def train_aae_command(
     result = train_aae(model, out, chosen, resume=resume, device=device, seed=seed, backgrounds=backgrounds,
                        make_codebook=codebook)
     tr = result.train
-    if tr.losses:
+    if tr.losses and distributed_env()[0] == 0:  # under torchrun, rank 0 reports
         typer.echo(f"trained {chosen.name} preset to step {tr.step} (loss {recent_loss(tr.losses):.4g}, "
                    f"{tr.seconds:.0f} s this run) -> {out}")
     if result.codebook:

@@ -52,7 +52,7 @@ def train_refine_command(
 
     from posekit.cad.load import load_model
     from posekit.methods.refine.train import train_refiner
-    from posekit.train.loop import resolve_device
+    from posekit.train.loop import distributed_env, resolve_device
 
     resolve_device(device)
     models = []
@@ -63,7 +63,7 @@ def train_refine_command(
     result = train_refiner(models, out, chosen, steps=steps, resume=resume, device=device, data=data, seed=seed,
                            pool=pool, init_from=init_from, backgrounds=backgrounds)
     tr = result.train
-    if tr.losses:
+    if tr.losses and distributed_env()[0] == 0:  # under torchrun, rank 0 reports
         typer.echo(f"trained {chosen.name} refiner for {len(models)} object(s) to step {tr.step} "
                    f"(loss {recent_loss(tr.losses):.4g}, {tr.seconds:.0f} s this run) -> {out}")
 
