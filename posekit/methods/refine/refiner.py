@@ -126,7 +126,6 @@ def _image_tensor(image: np.ndarray, device) -> torch.Tensor:
     return (x / 255.0 if a.dtype == np.uint8 else x)[None]
 
 
-
 def crop_mask(mask: np.ndarray, windows: np.ndarray, size_hw) -> np.ndarray:
     """A whole-image mask (H, W) in [0, 1] cut into each zoom window (B, 4: x0, y0, w, h) at (h, w): (B, h, w)."""
     m = torch.as_tensor(np.asarray(mask, dtype=np.float32))[None, None]
@@ -135,6 +134,7 @@ def crop_mask(mask: np.ndarray, windows: np.ndarray, size_hw) -> np.ndarray:
     out = crop_images(m.expand(B, 1, *m.shape[-2:]), torch.as_tensor(np.asarray(windows), dtype=torch.float32),
                       (w, h))
     return out[:, 0].numpy()
+
 
 class Refiner:
     """A trained refiner with its objects and renderer (see the module docstring)."""
