@@ -2,8 +2,8 @@
 
 ``cpu``: sized for this project's 2-core machine -- 64x64 zoom crops, a ~1.3 M-parameter GroupNorm
 conv net, renders of meshes decimated to 2000 faces (pyrender on llvmpipe: ~7-10 ms per crop), so
-that a refiner for the 8 LM-O objects trains in about 1.5-2 hours (10k steps at 0.5-1.1 s per step on
-one thread, pooled or fresh observed patches; docs/training.md). It carries the tiny preset's lessons
+that a refiner for the 8 LM-O objects trains in about 2 hours (measured: 16,000 steps in 109 min on two
+threads with ``--pool 6000``, after a 2-min pool; docs/benchmarks.md, "trained from scratch"). It carries the tiny preset's lessons
 (difference and coordinate channels, no random plain colours).
 ``cpu-hr``: the ``cpu`` network at 128x128 crops (twice the side: depth from apparent size and small
 rotations are resolved to half the pixel fraction); the weights have the same shapes, so it fine-tunes a
