@@ -64,11 +64,11 @@ def test_K_option_and_bbox():
 def test_pose_json(tmp_path):
     p = tmp_path / "pose.json"
     p.write_text(json.dumps({"R": np.eye(3).ravel().tolist(), "t": [1, 2, 300]}))
-    R, t = inputs.load_pose_json(p)
+    ((R, t),) = inputs.load_poses_json(p)
     assert np.allclose(R, np.eye(3)) and np.allclose(t, [1, 2, 300])
     p.write_text(json.dumps({"R": [1, 0, 0]}))
     with pytest.raises(InputError, match="missing key"):
-        inputs.load_pose_json(p)
+        inputs.load_poses_json(p)
 
 
 def test_every_pose_of_an_estimate_output_is_read_in_order(tmp_path):
@@ -154,7 +154,7 @@ def test_bad_pose_files_are_input_errors(tmp_path, content):
     p = tmp_path / "pose.json"
     p.write_text(json.dumps(content))
     with pytest.raises(InputError, match="pose.json"):
-        inputs.load_pose_json(p)
+        inputs.load_poses_json(p)
 
 
 def test_nan_box_and_K_are_refused():

@@ -135,11 +135,6 @@ def load_poses_json(path: str | Path) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def load_pose_json(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """The first pose of :func:`load_poses_json` (the file's only pose, or its first entry of "poses")."""
-    return load_poses_json(path)[0]
-
-
 def load_mask(path: str | Path, camera: Camera) -> np.ndarray:
     """The object's mask from an image file (e.g. a BOP mask_visib PNG), (H, W) float32 in {0, 1}: pixels of grey
     level >= 128 are the object; the mask must have the image's size."""
