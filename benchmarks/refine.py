@@ -119,23 +119,17 @@ def _per_object_table(reports: dict[str, dict]) -> list[str]:
     first = reports[names[0]]
     head = "| object | " + " | ".join(f"{n}: ADD(-S) / MSSD / MSPD" for n in names) + " |"
     lines = [head, "|---|" + "---|" * len(names)]
-    for obj in sorted(first["objects"], key=int):
-        cells = []
-        for n in names:
-            r = reports[n]
-            adds = r["metrics"]["add_s"]["recall_per_object"][obj][-1]
-            o = r["objects"][obj]
-            cells.append(f"{100 * adds:.1f} % / {o['ar_mssd']:.3f} / {o['ar_mspd']:.3f}")
-        lines.append(f"| {obj} | " + " | ".join(cells) + " |")
-    cells = []  # the unweighted mean over objects (the summary table pools all targets instead, as BOP does)
-    for n in names:
-        r = reports[n]
-        objs = sorted(first["objects"], key=int)
-        adds = np.mean([r["metrics"]["add_s"]["recall_per_object"][o][-1] for o in objs])
-        mssd = np.mean([r["objects"][o]["ar_mssd"] for o in objs])
-        mspd = np.mean([r["objects"][o]["ar_mspd"] for o in objs])
-        cells.append(f"{100 * adds:.1f} % / {mssd:.3f} / {mspd:.3f}")
-    lines.append("| mean of objects | " + " | ".join(cells) + " |")
+    objs = sorted(first["objects"], key=int)
+    # (names, objects, 3): ADD(-S) recall, AR_MSSD, AR_MSPD
+    v = np.array([[(r["metrics"]["add_s"]["recall_per_object"][o][-1], r["objects"][o]["ar_mssd"],
+                    r["objects"][o]["ar_mspd"]) for o in objs] for r in reports.values()])
+
+    def row(label, cells):
+        return f"| {label} | " + " | ".join(f"{100 * a:.1f} % / {m:.3f} / {p:.3f}" for a, m, p in cells) + " |"
+
+    lines += [row(o, v[:, j]) for j, o in enumerate(objs)]
+    # the unweighted mean over objects (the summary table pools all targets instead, as BOP does)
+    lines.append(row("mean of objects", v.mean(axis=1)))
     return lines
 
 

@@ -7,7 +7,8 @@ half a diameter long, from the model origin.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,21 @@ from posekit.data.jsonio import atomic_write, save_image_atomic
 from posekit.geometry.camera import Camera, project_points
 
 AXIS_COLORS = ((230, 40, 40), (40, 200, 40), (60, 90, 255))
+
+
+@contextmanager
+def _renderer_for(camera: Camera, renderer=None) -> Iterator:
+    """The caller's renderer, or an offscreen one of the camera's size made for the block and closed after it."""
+    if renderer is not None:
+        yield renderer
+        return
+    from posekit.render.gl import OffscreenRenderer
+
+    own = OffscreenRenderer(camera.width, camera.height)
+    try:
+        yield own
+    finally:
+        own.close()
 
 
 def silhouette(renderer, camera: Camera, model: ObjectModel, R: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -48,16 +64,8 @@ def draw_pose(
 ) -> np.ndarray:
     """Return a copy of ``image`` (H, W, 3 uint8) with the model's contour (and axes) at pose (R, t)."""
     out = np.array(image, dtype=np.uint8, copy=True)
-    own = renderer is None
-    if own:
-        from posekit.render.gl import OffscreenRenderer
-
-        renderer = OffscreenRenderer(camera.width, camera.height)
-    try:
-        mask = silhouette(renderer, camera, model, R, t)
-    finally:
-        if own:
-            renderer.close()
+    with _renderer_for(camera, renderer) as r:
+        mask = silhouette(r, camera, model, R, t)
     out[contour(mask)] = color
     pil = Image.fromarray(out)
     draw = ImageDraw.Draw(pil)
@@ -81,18 +89,10 @@ def draw_poses(
     label: str | None = None,
 ) -> np.ndarray:
     """``draw_pose`` for several instances of one model: every pose (R, t) over one copy of ``image``."""
-    own = renderer is None
-    if own:
-        from posekit.render.gl import OffscreenRenderer
-
-        renderer = OffscreenRenderer(camera.width, camera.height)
     out = np.array(image, dtype=np.uint8, copy=True)
-    try:
+    with _renderer_for(camera, renderer) as r:
         for k, (R, t) in enumerate(poses):
-            out = draw_pose(out, camera, model, R, t, renderer=renderer, label=label if k == 0 else None)
-    finally:
-        if own:
-            renderer.close()
+            out = draw_pose(out, camera, model, R, t, renderer=r, label=label if k == 0 else None)
     return out
 
 
@@ -107,24 +107,16 @@ def pose_strip(
 ) -> list[np.ndarray]:
     """One overlay frame per stage (e.g. per refiner iteration) with that stage's poses (R, t) of every instance,
     optionally cropped to ``crop_box``."""
-    own = renderer is None
-    if own:
-        from posekit.render.gl import OffscreenRenderer
-
-        renderer = OffscreenRenderer(camera.width, camera.height)
     frames = []
-    try:
+    with _renderer_for(camera, renderer) as r:
         for k, poses in enumerate(stages):
             label = labels[k] if labels else None
-            frame = draw_poses(image, camera, model, poses, renderer=renderer, label=label)
+            frame = draw_poses(image, camera, model, poses, renderer=r, label=label)
             if crop_box is not None:
                 x, y, w, h = (int(round(v)) for v in crop_box)
                 x0, y0 = max(x, 0), max(y, 0)
                 frame = frame[y0 : min(y + h, camera.height), x0 : min(x + w, camera.width)]
             frames.append(frame)
-    finally:
-        if own:
-            renderer.close()
     return frames
 
 
