@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from posekit.data.bop import BopDataset  # noqa: E402
 from posekit.data.results import write_results  # noqa: E402
-from posekit.estimate.types import PoseEstimate  # noqa: E402
+from posekit.data.types import PoseEstimate  # noqa: E402
 from posekit.eval import metrics as M  # noqa: E402
 from posekit.eval.recall import evaluate  # noqa: E402
 

@@ -194,7 +194,7 @@ def perturbed(refiner_ws: Path, out_dir: Path, iters: tuple[int, ...] = (1, 2, 4
 
     from posekit.data.bop import BopDataset
     from posekit.data.results import write_results
-    from posekit.estimate.types import PoseEstimate
+    from posekit.data.types import PoseEstimate
     from posekit.eval.metrics import rotation_error, translation_error
     from posekit.methods.refine.refiner import Refiner
 
@@ -383,7 +383,7 @@ def backgrounds(refiner_ws: Path, n_images: int = 12, seed: int = 0) -> str:
     real image with the objects re-rendered at their true poses, and on those renders over plain grey levels."""
 
     from posekit.data.bop import BopDataset
-    from posekit.estimate.types import Observation
+    from posekit.data.types import Observation
     from posekit.methods.refine.refiner import Refiner
     from posekit.render.gl import OffscreenRenderer
     from posekit.render.types import RenderObject

@@ -25,7 +25,8 @@ from posekit.methods.aae import (
     mask_box,
     train_aae,
 )
-from posekit.methods.aae.train import CACHE_NAME, render_crops
+from posekit.methods.aae.train import CACHE_NAME
+from posekit.render.centred import render_crops
 
 REPO = Path(__file__).resolve().parent.parent
 PART = REPO / "assets" / "bracket.stl"
@@ -71,8 +72,8 @@ def test_inplane_turn_matches_a_real_render(part):
     R_view = look_at_rotation(np.array([[0.3, -0.8, 0.5]]))
     angle = np.deg2rad(70.0)
     preset = replace(TINY, image_size=64, render_size=128)
-    turned = render_crops(part, R_view, preset, angles=np.array([angle]), progress=False, with_normals=False)
-    direct = render_crops(part, inplane_rotation(angle)[None] @ R_view, preset, progress=False, with_normals=False)
+    turned = render_crops(part, R_view, preset.crop_spec, angles=np.array([angle]), progress=False, with_normals=False)
+    direct = render_crops(part, inplane_rotation(angle)[None] @ R_view, preset.crop_spec, progress=False, with_normals=False)
     m1, m2 = turned["mask"][0, 0] > 0.5, direct["mask"][0, 0] > 0.5
     iou = float((m1 & m2).sum()) / float((m1 | m2).sum())
     assert iou > 0.93

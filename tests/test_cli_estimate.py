@@ -3,58 +3,24 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import CAM, K_OPT, PART
+from helpers import posekit_run as _posekit
+from helpers import rendered_scenes as _scenes
 from PIL import Image
-
-from posekit.geometry.camera import Camera
-
-REPO = Path(__file__).resolve().parent.parent
-PART = REPO / "assets" / "bracket.stl"
-CAM = Camera.from_fxfycxcy(572.4, 573.6, 325.3, 242.0, 640, 480)
-K_OPT = "572.4,573.6,325.3,242.0"
-
-
-def _posekit(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "posekit", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
-
-
-def _scenes(part, n: int, seed: int):
-    """Images of the part at random rotations and off-centre positions on procedural backgrounds, with boxes."""
-    from posekit.geometry.rotations import random_rotations
-    from posekit.methods.aae.crops import mask_box
-    from posekit.render.backgrounds import procedural_background
-    from posekit.render.gl import OffscreenRenderer
-    from posekit.render.types import RenderObject
-
-    rng = np.random.default_rng(seed)
-    out = []
-    with OffscreenRenderer(CAM.width, CAM.height) as r:
-        for R in random_rotations(n, rng):
-            z = rng.uniform(550, 850)
-            t = np.array([rng.uniform(-0.2, 0.2) * z, rng.uniform(-0.15, 0.15) * z, z])
-            res = r.render(CAM, [RenderObject(part, R, t)], ambient=0.4)
-            bg = procedural_background(rng, CAM.width, CAM.height)
-            m = res.masks[0][..., None]
-            img = np.where(m, res.rgb, bg).astype(np.uint8)
-            out.append((img, mask_box(res.masks[0]), R, t))
-    return out
 
 
 def test_aae_estimates_translation_and_rotation_on_rendered_images(part, tiny_ws):
     """The coarse chain (crop -> code -> codebook -> box translation) recovers poses of off-centre objects."""
+    from posekit.data.types import Observation
     from posekit.estimate.pipeline import Detection, PoseEstimator
-    from posekit.estimate.types import Observation
     from posekit.geometry.rotations import geodesic_distance
     from posekit.methods.aae import load_workspace
 
     ws = load_workspace(tiny_ws[0], model=part)
-    est = PoseEstimator({1: part}, aae={1: ws})
+    est = PoseEstimator({1: part}, coarse={1: ws})
     rot, depth, lateral = [], [], []
     for img, box, R, t in _scenes(part, 16, seed=11):
         (e,) = est.estimate(Observation(img, CAM), [Detection(1, tuple(box))])
@@ -80,11 +46,11 @@ def test_cli_writes_json_and_overlay(part, tiny_ws, tmp_path):
     data = json.loads(out_json.read_text())
     pose = data["poses"][0]
     # The CLI is a thin layer: it gives exactly the library's pose for the same image, box and camera.
+    from posekit.data.types import Observation
     from posekit.estimate.pipeline import Detection, PoseEstimator
-    from posekit.estimate.types import Observation
     from posekit.methods.aae import load_workspace
 
-    (lib,) = PoseEstimator({1: part}, aae={1: load_workspace(tiny_ws[0], model=part)}).estimate(
+    (lib,) = PoseEstimator({1: part}, coarse={1: load_workspace(tiny_ws[0], model=part)}).estimate(
         Observation(np.asarray(Image.open(image).convert("RGB")), CAM), [Detection(1, tuple(float(int(v)) for v in box))])
     assert np.allclose(pose["R"], lib.R, atol=1e-6) and np.allclose(pose["t"], lib.t, atol=1e-4)
     assert pose["t"][2] > 0 and abs(pose["score"] - lib.score) < 1e-5
@@ -101,6 +67,9 @@ def _bad(tmp_path, tiny_ws):
     junk.write_bytes(b"nope")
     cam = tmp_path / "camera.json"
     cam.write_text(json.dumps({"fx": 572.4, "fy": 573.6, "cx": 325.3, "cy": 242.0, "width": 640, "height": 480}))
+    (tmp_path / "alone").mkdir()
+    lone = tmp_path / "alone" / "ok.png"  # no camera.json beside it
+    Image.fromarray(np.zeros((480, 640, 3), np.uint8)).save(lone)
     other = tmp_path / "other.stl"
     import trimesh
 
@@ -113,12 +82,12 @@ def _bad(tmp_path, tiny_ws):
     return {
         "unreadable image": ([junk, "--cad", PART, "--model", ws, "--K", K_OPT, "--bbox", "1,1,9,9"], "junk.png"),
         "box outside": ([img, "--cad", PART, "--model", ws, "--K", K_OPT, "--bbox", "700,10,50,50"], "outside"),
-        "no intrinsics": ([img, "--cad", PART, "--model", ws, "--bbox", "10,10,50,50"], "intrinsics"),
+        "no intrinsics": ([lone, "--cad", PART, "--model", ws, "--bbox", "10,10,50,50"], "intrinsics"),
         "other image size": ([small, "--cad", PART, "--model", ws, "--camera", cam, "--bbox", "10,10,50,50"],
                              "320x240"),
         "other mesh": ([img, "--cad", other, "--model", ws, "--K", K_OPT, "--bbox", "10,10,50,50"], "mesh hash"),
         "not a workspace": ([img, "--cad", PART, "--model", tmp_path, "--K", K_OPT, "--bbox", "10,10,50,50"],
-                            "not an AAE workspace"),
+                            "not a workspace"),
         "unknown score": ([img, "--cad", PART, "--model", ws, "--K", K_OPT, "--bbox", "10,10,50,50", "--score", "best"],
                           "--score must be"),
         "score without refiner": ([img, "--cad", PART, "--model", ws, "--K", K_OPT, "--bbox", "10,10,50,50",

@@ -38,13 +38,18 @@ def test_camera_from_bop_camera_json_and_size_check(image_file, tmp_path):
     assert cam.K[0, 0] == 50.0 and cam.K[1, 1] == 51.0 and cam.size == (64, 48)
 
     cam_file.write_text(json.dumps({"fx": 50.0, "fy": 51.0, "cx": 32.0, "cy": 24.0, "width": 640, "height": 480}))
-    with pytest.raises(InputError, match="image is 64x48 but the camera is for 640x480"):
+    with pytest.raises(InputError, match="image is 64x48 but the camera .* is for 640x480"):
         inputs.resolve_camera(image, image_file, cam_file, None)
 
     cam_file.write_text(json.dumps({"width": 64, "height": 48}))
     with pytest.raises(InputError, match="missing intrinsics fx, fy, cx, cy"):
         inputs.resolve_camera(image, image_file, cam_file, None)
 
+    # with neither --camera nor --K, a camera.json beside the image is the camera
+    if cam_file.parent == image_file.parent:
+        with pytest.raises(InputError, match="missing intrinsics fx, fy, cx, cy"):
+            inputs.resolve_camera(image, image_file, None, None)
+    cam_file.unlink()
     with pytest.raises(InputError, match="missing camera intrinsics"):
         inputs.resolve_camera(image, image_file, None, None)
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from posekit.cli.main import app
 from posekit.data.bop import BopDataset, write_targets
 from posekit.data.results import write_results
-from posekit.estimate.types import PoseEstimate
+from posekit.data.types import PoseEstimate
 from posekit.eval.recall import evaluate
 
 

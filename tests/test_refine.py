@@ -217,7 +217,7 @@ def test_refiner_of_several_objects_loads_with_a_subset(tmp_path, bracket):
 
 
 def _observation_of(model: ObjectModel):
-    from posekit.estimate.types import Observation
+    from posekit.data.types import Observation
     from posekit.geometry.camera import Camera
 
     K = np.array([[500.0, 0, 160], [0, 500.0, 120], [0, 0, 1]])
@@ -242,8 +242,8 @@ def test_scored_run_keeps_the_best_iterate_per_detection():
 
 def test_refine_with_scores_rates_every_iterate(tmp_path, bracket):
     """refine(score=...) rates the start and each iteration in [0, 1] and the estimator reports the kept one."""
+    from posekit.data.types import PoseEstimate
     from posekit.estimate.pipeline import EstimatorConfig, PoseEstimator
-    from posekit.estimate.types import PoseEstimate
     from posekit.methods.refine.refiner import Refiner
     from posekit.methods.refine.train import train_refiner
 

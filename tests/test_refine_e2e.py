@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from posekit.estimate.types import Observation
+from posekit.data.types import Observation
 from posekit.geometry.camera import Camera
 from posekit.methods.refine.presets import PRESETS
 

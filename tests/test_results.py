@@ -9,8 +9,8 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from posekit.data.results import HEADER, read_results, write_results
+from posekit.data.types import PoseEstimate
 from posekit.errors import BopFormatError
-from posekit.estimate.types import PoseEstimate
 
 
 def _estimates(n: int = 5) -> list[PoseEstimate]:

@@ -39,6 +39,15 @@ def run_guarded(app: typer.Typer) -> None:
     sys.exit(app())
 
 
+def store_out(method: str, mesh_hashes):
+    """The model store's folder for this method and part(s), for a `train` command run without --out."""
+    from posekit.data.store import workspace_path
+
+    out = workspace_path(method, mesh_hashes)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def parse_size(text: str) -> tuple[int, int]:
     """Parse 'WxH' into (W, H), both positive."""
     from posekit.errors import InputError

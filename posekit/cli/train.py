@@ -1,4 +1,4 @@
-"""`posekit train`: train a method's network into a workspace (`train aae`, `train aae-codebook`; more methods later).
+"""`posekit train`: make a method's workspace (`train templates`, `train aae`, `train aae-codebook`, `train refine`).
 
 `train` is a Typer sub-app: another method adds its own command with ``@train_app.command("<name>")``.
 """
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from posekit.cli._common import choose_preset, guarded, recent_loss
+from posekit.cli._common import choose_preset, guarded, recent_loss, store_out
 from posekit.errors import InputError
 
 train_app = typer.Typer(
@@ -38,7 +38,8 @@ def _preset_for(name: str | None, workspace: Path, resume: bool, device: str, st
 @guarded
 def train_aae_command(
     cad: Path = typer.Option(..., "--cad", help="The object's CAD file (STL/PLY/OBJ...)."),
-    out: Path = typer.Option(..., "--out", help="Workspace folder (config, render cache, checkpoints, codebook)."),
+    out: Path | None = typer.Option(None, "--out", help="Workspace folder (config, render cache, checkpoints, "
+                                    "codebook); default: the model store (`posekit models`)."),
     preset: str = typer.Option("auto", "--preset", help="paper | cpu | tiny | auto (paper on CUDA, else cpu); "
                                "a resumed run keeps its own."),
     steps: int | None = typer.Option(None, "--steps", help="Total optimiser steps (default: the preset's)."),
@@ -60,6 +61,7 @@ def train_aae_command(
 
     resolve_device(device)  # a bad --device fails before any work
     model = load_model(cad, units=units)
+    out = out or store_out("aae", model.mesh_hash)
     chosen = _preset_for(preset, out, resume, device, steps)
     result = train_aae(model, out, chosen, resume=resume, device=device, seed=seed, backgrounds=backgrounds,
                        make_codebook=codebook)
@@ -101,6 +103,40 @@ def aae_codebook_command(
     model = load_model(cad, units=units)
     path = rebuild_codebook(workspace, model, device=device, n_views=views, n_inplane=inplane)
     typer.echo(f"codebook: {path}")
+
+
+@train_app.command("templates")
+@guarded
+def train_templates_command(
+    cad: Path = typer.Option(..., "--cad", help="The object's CAD file (STL/PLY/OBJ...)."),
+    out: Path | None = typer.Option(None, "--out", help="Workspace folder (config.json, templates.npz); "
+                                    "default: the model store (`posekit models`)."),
+    preset: str = typer.Option("default", "--preset", help="default (full sphere, 4,320 templates) | upper "
+                               "(upper hemisphere, 2,160) | tiny (tests)."),
+    views: int | None = typer.Option(None, "--views", help="View points on the sphere (default: the preset's)."),
+    inplane: int | None = typer.Option(None, "--inplane", help="In-plane turns per view point (default: the preset's)."),
+    hemisphere: str | None = typer.Option(None, "--hemisphere", help="full, or upper for parts that always stand "
+                                          "on a table and are seen from above (model +z up)."),
+    size: int | None = typer.Option(None, "--size", help="Crop side in pixels the backbone sees (multiple of 8)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    units: str = typer.Option("auto", "--units", help="CAD units: mm | m | auto."),
+) -> None:
+    """Build templates of --cad on the pretrained ImageNet backbone: a coarse stage with no training (about a
+    minute on 2 CPU cores)."""
+    from posekit.cad.load import load_model
+    from posekit.methods.templates import build_workspace, get_preset
+    from posekit.methods.templates.workspace import check_output
+    from posekit.train.loop import resolve_device
+
+    resolve_device(device)  # a bad --device fails before any work
+    chosen = get_preset(preset).with_options(views, inplane, hemisphere, size)
+    model = load_model(cad, units=units)
+    out = out or store_out("templates", model.mesh_hash)
+    check_output(out, model)
+    path, seconds = build_workspace(model, out, chosen, device=device)
+    n = chosen.views * chosen.inplane
+    typer.echo(f"built {n} templates ({chosen.views} views x {chosen.inplane} in-plane, {chosen.hemisphere} "
+               f"sphere, {chosen.image_size} px) in {seconds:.0f} s -> {path}")
 
 
 def register(app: typer.Typer) -> None:

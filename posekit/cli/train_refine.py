@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from posekit.cli._common import choose_preset, guarded, recent_loss
+from posekit.cli._common import choose_preset, guarded, recent_loss, store_out
 
 
 def _preset(name: str, out: Path, resume: bool, device: str):
@@ -26,7 +26,8 @@ def _preset(name: str, out: Path, resume: bool, device: str):
 def train_refine_command(
     cad: list[Path] = typer.Option(..., "--cad", help="CAD file of an object (repeat for several objects: one "
                                    "network for all)."),
-    out: Path = typer.Option(..., "--out", help="Workspace folder (config.json, checkpoints, curves)."),
+    out: Path | None = typer.Option(None, "--out", help="Workspace folder (config.json, checkpoints, curves); "
+                                    "default: the model store (`posekit models`)."),
     preset: str = typer.Option("auto", "--preset", help="cpu | cpu-hr | paper | tiny | auto (paper on CUDA, else cpu); "
                                "a resumed run keeps its own."),
     steps: int | None = typer.Option(None, "--steps", help="Total optimiser steps (default: the preset's)."),
@@ -59,6 +60,7 @@ def train_refine_command(
     for path in cad:
         match = re.search(r"obj_0*(\d+)", path.stem)
         models.append(load_model(path, units=units, obj_id=int(match.group(1)) if match else None))
+    out = out or store_out("refine", [m.mesh_hash for m in models])
     chosen = _preset(preset, out, resume, device)
     result = train_refiner(models, out, chosen, steps=steps, resume=resume, device=device, data=data, seed=seed,
                            pool=pool, init_from=init_from, backgrounds=backgrounds)

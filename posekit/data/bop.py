@@ -191,8 +191,8 @@ class Frame:
         return [(i, g) for i, g in enumerate(self.gts) if g.obj_id == obj_id]
 
     def observation(self):
-        """This frame as an :class:`~posekit.estimate.types.Observation` (loads the RGB image)."""
-        from posekit.estimate.types import Observation
+        """This frame as an :class:`~posekit.data.types.Observation` (loads the RGB image)."""
+        from posekit.data.types import Observation
 
         return Observation(image=self.rgb(), camera=self.camera)
 

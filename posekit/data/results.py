@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from posekit.data.jsonio import write_text_atomic
+from posekit.data.types import PoseEstimate
 from posekit.errors import BopFormatError
-from posekit.estimate.types import PoseEstimate
 
 HEADER = "scene_id,im_id,obj_id,score,R,t,time"
 COLUMNS = HEADER.split(",")

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from posekit.data.bop import BopDataset, Target
+from posekit.data.types import PoseEstimate
 from posekit.errors import InputError
 from posekit.estimate.pipeline import Detection, PoseEstimator
-from posekit.estimate.types import PoseEstimate
 
 BOX_SOURCES = ("gt-visib", "gt-obj")
 

@@ -88,18 +88,82 @@ def camera_from_option(text: str, width: int, height: int) -> Camera:
     return Camera.from_fxfycxcy(fx, fy, cx, cy, width, height)
 
 
-def resolve_camera(image: np.ndarray, image_path: str | Path, camera: str | Path | None, K: str | None) -> Camera:
-    """The camera for an image from --camera or --K; the image must have the camera's size."""
+def _image_id(image_path: Path) -> int | None:
+    try:
+        return int(Path(image_path).stem)
+    except ValueError:
+        return None
+
+
+def scene_camera_entry(path: Path, image_path: Path, width: int, height: int) -> Camera:
+    """The camera of one image from a BOP scene_camera.json ({"<im_id>": {"cam_K": ...}}), matched by the
+    image's file name (000123.png -> 123)."""
+    data = _read_json_object(path, "camera", "keyed by image id")
+    im_id = _image_id(image_path)
+    if im_id is None:
+        raise InputError(f"{path}: a BOP scene_camera.json, but the image name {Path(image_path).name} is not an "
+                         "image id (e.g. 000123.png)")
+    entry = data.get(str(im_id))
+    if not isinstance(entry, dict) or "cam_K" not in entry:
+        raise InputError(f"{path}: no cam_K for image id {im_id}")
+    K = _finite(entry["cam_K"], 9, f"{path}: image {im_id}: 'cam_K' must hold 9 finite numbers").reshape(3, 3)
+    return Camera(K, width, height)
+
+
+def _is_scene_camera(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and bool(data) and all(str(k).isdigit() for k in data)
+
+
+def check_camera_fits(cam: Camera, image_path: str | Path, width: int, height: int, source: str) -> None:
+    """InputError unless the image has the camera's size and the principal point lies inside it."""
+    if (cam.width, cam.height) != (width, height):
+        raise InputError(f"{image_path}: image is {width}x{height} but the camera ({source}) is for "
+                         f"{cam.width}x{cam.height} images")
+    cx, cy = cam.K[0, 2], cam.K[1, 2]
+    if not (0 <= cx <= width and 0 <= cy <= height):
+        raise InputError(f"{image_path}: the camera's principal point ({cx:g}, {cy:g}) from {source} lies outside "
+                         f"the {width}x{height} image: it is not this image's camera")
+
+
+def find_camera(image: np.ndarray, image_path: str | Path, camera: str | Path | None,
+                K: str | None) -> tuple[Camera | None, str]:
+    """The image's camera and where it came from: --camera (camera.json, a cam_K file, or a BOP
+    scene_camera.json), --K, else camera.json beside the image, else the BOP scene_camera.json of the image's
+    scene folder (scene/rgb/000123.png -> scene/scene_camera.json). (None, what was looked for) when none."""
     h, w = image.shape[:2]
+    image_path = Path(image_path)
     if camera is not None and K is not None:
         raise InputError("give either --camera or --K, not both")
-    if camera is None and K is None:
-        raise InputError("missing camera intrinsics: give --camera camera.json or --K fx,fy,cx,cy")
-    cam = camera_from_json(camera, w, h) if camera is not None else camera_from_option(K, w, h)
-    if (cam.width, cam.height) != (w, h):
-        raise InputError(
-            f"{image_path}: image is {w}x{h} but the camera is for {cam.width}x{cam.height} images"
-        )
+    if K is not None:
+        cam, source = camera_from_option(K, w, h), "--K"
+    elif camera is not None:
+        camera = Path(camera)
+        if camera.is_file() and _is_scene_camera(camera):
+            cam, source = scene_camera_entry(camera, image_path, w, h), f"{camera} (image {_image_id(image_path)})"
+        else:
+            cam, source = camera_from_json(camera, w, h), str(camera)
+    else:
+        beside = image_path.parent / "camera.json"
+        scene = image_path.parent.parent / "scene_camera.json"
+        if beside.is_file():
+            cam, source = camera_from_json(beside, w, h), f"{beside} (beside the image)"
+        elif scene.is_file() and _image_id(image_path) is not None:
+            cam, source = scene_camera_entry(scene, image_path, w, h), f"{scene} (image {_image_id(image_path)})"
+        else:
+            return None, f"no --camera / --K, no {beside}, no {scene}"
+    check_camera_fits(cam, image_path, w, h, source)
+    return cam, source
+
+
+def resolve_camera(image: np.ndarray, image_path: str | Path, camera: str | Path | None, K: str | None) -> Camera:
+    """The camera for an image (:func:`find_camera`); InputError when there is none."""
+    cam, source = find_camera(image, image_path, camera, K)
+    if cam is None:
+        raise InputError(f"missing camera intrinsics ({source}): give --camera camera.json or --K fx,fy,cx,cy")
     return cam
 
 

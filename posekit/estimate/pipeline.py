@@ -1,6 +1,8 @@
-"""The estimation pipeline: detections -> coarse poses (AAE) -> refined poses (DeepIM [+ polish]).
+"""The estimation pipeline: detections -> coarse poses (templates or AAE) -> refined poses (DeepIM [+ polish]).
 
-A :class:`PoseEstimator` holds the object models and the trained methods; ``estimate`` runs the
+A :class:`PoseEstimator` holds the object models and, per object, a coarse method (any workspace with
+``estimate(image, camera, boxes, obj_id, top_k, correct_perspective)`` and ``check_mesh(model)``:
+:class:`~posekit.methods.templates.TemplateWorkspace`, :class:`~posekit.methods.aae.AaeWorkspace`); ``estimate`` runs the
 stages over one observation and all its detections, batched per object, and returns one
 :class:`PoseEstimate` per detection with per-stage timings and, when refined, the pose after each
 iteration (``history``). The CLI's single-image and dataset modes are thin loops over it.
@@ -11,12 +13,13 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from posekit.cad.model import ObjectModel
+from posekit.data.types import Observation, PoseEstimate
 from posekit.errors import InputError
-from posekit.estimate.types import Observation, PoseEstimate
 
 
 @dataclass(frozen=True)
@@ -39,39 +42,46 @@ class EstimatorConfig:
     polish_steps: int = 0
 
 
-class PoseEstimator:
-    """Coarse (AAE codebook) and refine (DeepIM) stages over typed observations."""
+class CoarseMethod(Protocol):
+    """What the coarse stage needs of a method's workspace."""
 
-    def __init__(self, models: dict[int, ObjectModel], aae: dict[int, object] | None = None, refiner=None,
+    def estimate(self, image: np.ndarray, camera, boxes_xywh, obj_id: int, top_k: int = 1,
+                 correct_perspective: bool = True) -> list[list[PoseEstimate]]: ...
+
+    def check_mesh(self, model: ObjectModel) -> None: ...
+
+
+class PoseEstimator:
+    """Coarse (templates / AAE codebook) and refine (DeepIM) stages over typed observations."""
+
+    def __init__(self, models: dict[int, ObjectModel], coarse: dict[int, CoarseMethod] | None = None, refiner=None,
                  config: EstimatorConfig | None = None) -> None:
         self.models = models
-        self.aae = aae or {}
+        self.coarse_methods = coarse or {}
         self.refiner = refiner
         self.config = config or EstimatorConfig()
-        for obj_id, ws in self.aae.items():
+        for obj_id, ws in self.coarse_methods.items():
             if obj_id in models:
                 ws.check_mesh(models[obj_id])
 
     # ------------------------------------------------------------------ stages
     def coarse(self, obs: Observation, detections: Sequence[Detection]) -> list[PoseEstimate]:
-        """One AAE pose per detection (the codebook's nearest entry) scored by the detection's score times the
-        code similarity; with ``top_k`` > 1 the next neighbours are kept in the coarse history entry."""
-        from posekit.methods.aae.pose import estimate_poses
-
+        """One pose per detection (the method's best view entry) scored by the detection's score times the
+        method's similarity; with ``top_k`` > 1 the next hypotheses are kept in the coarse history entry."""
         out: list[PoseEstimate | None] = [None] * len(detections)
         for obj_id in sorted({d.obj_id for d in detections}):
-            ws = self.aae.get(obj_id)
+            ws = self.coarse_methods.get(obj_id)
             if ws is None:
-                raise InputError(f"no AAE workspace for object {obj_id}")
+                raise InputError(f"no coarse-stage workspace (templates or AAE) for object {obj_id}")
             idx = [i for i, d in enumerate(detections) if d.obj_id == obj_id]
             boxes = np.array([detections[i].bbox for i in idx], dtype=np.float64)
-            hyps = estimate_poses(ws, obs.image, obs.camera, boxes, obj_id, top_k=self.config.top_k,
-                                  correct_perspective=self.config.correct_perspective)
+            hyps = ws.estimate(obs.image, obs.camera, boxes, obj_id, top_k=self.config.top_k,
+                               correct_perspective=self.config.correct_perspective)
             for i, h in zip(idx, hyps, strict=True):
                 best = h[0]
                 best.score = float(best.score) * float(detections[i].score)
                 entry = {"stage": "coarse", "R": best.R.tolist(), "t": best.t.tolist()}
-                if len(h) > 1:  # --top-k: the other codebook neighbours, best first, for the user to inspect
+                if len(h) > 1:  # --top-k: the other hypotheses, best first, for the user to inspect
                     entry["alternatives"] = [{"R": a.R.tolist(), "t": a.t.tolist(), "score": float(a.score)}
                                              for a in h[1:]]
                 best.history.append(entry)

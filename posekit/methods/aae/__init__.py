@@ -5,6 +5,7 @@ Train with :func:`train_aae` (or ``posekit train aae``); open a trained workspac
 :meth:`AaeWorkspace.encode` and look rotations up with :meth:`AaeWorkspace.lookup`.
 """
 
+from posekit.geometry.boxcrop import crop_boxes, mask_box, square_window, turned_crops
 from posekit.methods.aae.codebook import (
     AaeWorkspace,
     Codebook,
@@ -12,7 +13,6 @@ from posekit.methods.aae.codebook import (
     load_workspace,
     rebuild_codebook,
 )
-from posekit.methods.aae.crops import crop_boxes, mask_box, square_window, turned_crops
 from posekit.methods.aae.network import AugmentedAutoencoder, bootstrapped_l2
 from posekit.methods.aae.presets import PRESETS, AaePreset, get_preset
 from posekit.methods.aae.train import AaeTrainResult, AaeTrainTask, RenderCache, build_render_cache, train_aae

@@ -9,7 +9,7 @@ in a camera of focal f_obs, the paper's depth is ``distance * (box_size / s_obs)
 
 Renders: only the V view points are rendered; the I in-plane angles are exact image rotations of
 a centred render about the principal point (fx = fy, principal point at the image centre), cut in
-the same resampling as the crop (:func:`posekit.methods.aae.crops.turned_crops`).
+the same resampling as the crop (:func:`posekit.geometry.boxcrop.turned_crops`).
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ import torch
 
 from posekit.cad.model import ObjectModel
 from posekit.errors import InputError
-from posekit.methods.aae.crops import crop_boxes
+from posekit.geometry.boxcrop import crop_boxes
 from posekit.methods.aae.network import AugmentedAutoencoder
+from posekit.methods.aae.pose import estimate_poses
 from posekit.methods.aae.presets import AaePreset
 
 CODEBOOK_NAME = "codebook.npz"
@@ -116,7 +117,7 @@ def build_codebook(net: AugmentedAutoencoder, model: ObjectModel, preset: AaePre
                    n_views: int | None = None, n_inplane: int | None = None, progress: bool = True,
                    chunk: int = 64) -> Codebook:
     """Encode clean views of ``model`` at ``view_sphere_rotations(n_views, n_inplane)`` (preset sizes by default)."""
-    from posekit.methods.aae.train import render_camera, render_crops
+    from posekit.render.centred import render_camera, render_crops
     from posekit.render.views import fibonacci_sphere, look_at_rotation
 
     V = int(n_views or preset.codebook_views)
@@ -132,7 +133,7 @@ def build_codebook(net: AugmentedAutoencoder, model: ObjectModel, preset: AaePre
 
         bar = tqdm(total=V * Ip, desc="codebook", unit="code", file=sys.stderr, dynamic_ncols=True)
     for start in range(0, V, chunk):
-        r = render_crops(model, R_view[start : start + chunk], preset, angles=angles, progress=False,
+        r = render_crops(model, R_view[start : start + chunk], preset.crop_spec, angles=angles, progress=False,
                          with_normals=False)
         codes.append(encode_batches(net, r["rgb"], device))
         sizes.append(r["box_size"])
@@ -144,7 +145,7 @@ def build_codebook(net: AugmentedAutoencoder, model: ObjectModel, preset: AaePre
     from posekit.render.views import inplane_rotation
 
     rotations = np.einsum("kij,vjl->vkil", inplane_rotation(angles), R_view).reshape(-1, 3, 3)
-    distance, K = render_camera(model, preset)
+    distance, K = render_camera(model, preset.crop_spec)
     return Codebook(codes=torch.cat(codes), rotations=rotations, box_size=torch.cat(sizes).cpu().numpy(),
                     box_offset=torch.cat(offsets).cpu().numpy(), distance=distance, K=K,
                     render_size=preset.render_size, image_size=preset.image_size, crop_pad=preset.crop_pad,
@@ -191,6 +192,11 @@ class AaeWorkspace:
         if self.codebook is None:
             raise InputError(f"workspace {self.path} has no codebook (run `posekit train aae-codebook {self.path}`)")
         return self.codebook.lookup(codes, top_k)
+
+    def estimate(self, image: np.ndarray, camera, boxes_xywh, obj_id: int, top_k: int = 1,
+                 correct_perspective: bool = True):
+        """Top-k pose hypotheses per box (:func:`posekit.methods.aae.pose.estimate_poses`)."""
+        return estimate_poses(self, image, camera, boxes_xywh, obj_id, top_k, correct_perspective)
 
     def check_mesh(self, model: ObjectModel) -> None:
         """InputError unless ``model`` is the mesh this workspace was trained for."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 from posekit.errors import InputError
+from posekit.render.centred import CropSpec
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,12 @@ class AaePreset:
         d = dict(d)
         d["filters"] = tuple(d["filters"])
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+    @property
+    def crop_spec(self) -> CropSpec:
+        """The clean centred crops this preset renders (cache and codebook)."""
+        return CropSpec(image_size=self.image_size, render_size=self.render_size, crop_pad=self.crop_pad,
+                        distance_factor=self.distance_factor, render_max_faces=self.render_max_faces)
 
     def with_steps(self, steps: int | None) -> AaePreset:
         return self if steps is None else replace(self, steps=int(steps))

@@ -2,7 +2,7 @@
 
 The cache holds, for ``preset.cache_views`` uniformly random rotations, the clean crop (object
 rendered centred at the preset's distance under the head light, cut by the crop convention of
-:mod:`posekit.methods.aae.crops`), its soft mask and its camera-frame normals (for relighting).
+:mod:`posekit.geometry.boxcrop`), its soft mask and its camera-frame normals (for relighting).
 Each training step draws a batch of cache entries; the inputs are their augmented versions
 (:class:`posekit.data.augment.Augmenter`), the targets the clean crops themselves.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +21,9 @@ import torch
 from posekit.cad.model import ObjectModel
 from posekit.data.augment import AugmentConfig, Augmenter, load_background_images
 from posekit.errors import InputError
-from posekit.methods.aae.crops import turned_crops
 from posekit.methods.aae.network import AugmentedAutoencoder, bootstrapped_l2
 from posekit.methods.aae.presets import AaePreset
+from posekit.render.centred import render_camera, render_crops
 from posekit.train.loop import (
     TrainConfig,
     TrainContext,
@@ -40,49 +39,6 @@ CONFIG_NAME = "config.json"
 
 
 # --------------------------------------------------------------------------- rendering
-
-
-def render_camera(model: ObjectModel, preset: AaePreset, fill: float = 0.9) -> tuple[float, np.ndarray]:
-    """(distance mm, K 3x3) of the clean renders: the object at ``distance_factor`` diameters, centred camera.
-
-    The focal length makes the sphere about the model origin that holds every vertex span ``fill`` of
-    the image, so no view is clipped even where the origin is off the mesh's centre; fx = fy and the
-    principal point is the image centre (in-plane turns are then exact image rotations).
-    """
-    from posekit.geometry.camera import Camera
-
-    distance = preset.distance_factor * float(model.diameter)
-    r = max(float(np.linalg.norm(model.vertices, axis=1).max()), 0.5 * float(model.diameter))
-    if distance <= r:
-        raise InputError(f"{model.source or model.name}: model origin is too far from the mesh ({r:.0f} mm) "
-                         f"for the render distance {distance:.0f} mm; load it with centring")
-    S = preset.render_size
-    f = fill * 0.5 * S / np.tan(np.arcsin(r / distance))
-    return distance, Camera.from_fxfycxcy(f, f, (S - 1) / 2.0, (S - 1) / 2.0, S, S).K
-
-
-def depth_normals(depth: torch.Tensor, K: np.ndarray) -> torch.Tensor:
-    """(N, 3, H, W) unit camera-frame normals (facing the camera) from (N, H, W) depth in mm; 0 where unknown.
-
-    Points are back-projected through K; the normal is the cross product of central differences,
-    kept only where both neighbours in x and y are on the object.
-    """
-    n, h, w = depth.shape
-    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-    v, u = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
-    z = depth.float()
-    P = torch.stack([(u - cx) / fx * z, (v - cy) / fy * z, z], dim=1)  # (N, 3, H, W)
-    du = torch.zeros_like(P)
-    dv = torch.zeros_like(P)
-    du[..., 1:-1] = P[..., 2:] - P[..., :-2]
-    dv[..., 1:-1, :] = P[..., 2:, :] - P[..., :-2, :]
-    nrm = torch.cross(dv, du, dim=1)
-    nrm = nrm / nrm.norm(dim=1, keepdim=True).clamp_min(1e-9)
-    nrm = torch.where(nrm[:, 2:3] > 0, -nrm, nrm)  # face the camera
-    m = z > 0
-    ok = torch.zeros_like(m)
-    ok[:, 1:-1, 1:-1] = m[:, 1:-1, 1:-1] & m[:, 2:, 1:-1] & m[:, :-2, 1:-1] & m[:, 1:-1, 2:] & m[:, 1:-1, :-2]
-    return nrm * ok.unsqueeze(1)
 
 
 @dataclass
@@ -123,87 +79,13 @@ class RenderCache:
             raise InputError(f"{path}: unreadable render cache ({exc}); delete it to render again") from None
 
 
-_DECIMATED: dict[tuple[int, str, int], ObjectModel] = {}
-
-
-def render_model(model: ObjectModel, preset: AaePreset) -> ObjectModel:
-    """The mesh the cache and codebook are rendered from: decimated to ``preset.render_max_faces`` (same hash,
-    diameter and frame), or ``model`` itself when it is small enough or the preset renders full meshes.
-
-    Memoised (a few entries), since the codebook renders in chunks. The render camera is always computed
-    from the full mesh (:func:`render_camera`), so K and distance do not depend on the decimation.
-    """
-    if not preset.render_max_faces or len(model.faces) <= preset.render_max_faces:
-        return model
-    key = (id(model), model.mesh_hash, int(preset.render_max_faces))
-    if key not in _DECIMATED:
-        from posekit.cad.decimate import decimate
-
-        if len(_DECIMATED) >= 4:
-            _DECIMATED.pop(next(iter(_DECIMATED)))
-        _DECIMATED[key] = decimate(model, preset.render_max_faces)
-    return _DECIMATED[key]
-
-
-def render_crops(model: ObjectModel, rotations: np.ndarray, preset: AaePreset, angles: np.ndarray | None = None,
-                 chunk: int = 128, progress: bool = True, desc: str = "render",
-                 with_normals: bool = True) -> dict[str, np.ndarray | torch.Tensor]:
-    """Render ``rotations`` centred and cut AAE crops; each render may be turned in-plane by several ``angles``.
-
-    Returns float tensors rgb (N*A, 3, S, S), mask (N*A, 1, S, S), normals (or None), box_size (N*A,),
-    box_offset (N*A, 2), ordered rotation-major (entry r * A + a); A = len(angles) (1 if None).
-    """
-    from posekit.render.gl import OffscreenRenderer
-    from posekit.render.views import render_clean_views
-
-    distance, K = render_camera(model, preset)
-    model = render_model(model, preset)
-    angles = np.zeros(1) if angles is None else np.asarray(angles, dtype=np.float64)
-    size = preset.render_size
-    out: dict[str, list] = {"rgb": [], "mask": [], "normals": [], "box_size": [], "box_offset": []}
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(rotations), desc=desc, unit="view", file=sys.stderr, dynamic_ncols=True)
-    renderer = OffscreenRenderer(size, size)
-    try:
-        for start in range(0, len(rotations), chunk):
-            views = render_clean_views(model, rotations[start : start + chunk], size=(size, size), distance=distance,
-                                       K=K, renderer=renderer)
-            rgb = torch.from_numpy(views.rgb).permute(0, 3, 1, 2).float() / 255.0
-            mask = torch.from_numpy(views.mask).unsqueeze(1).float()
-            normals = depth_normals(torch.from_numpy(views.depth), K) if with_normals else None
-            n = rgb.shape[0]
-            ang = torch.from_numpy(angles).float()
-            parts = [turned_crops(rgb[i], mask[i], ang, preset.image_size, preset.crop_pad,
-                                  extra=normals[i] if normals is not None else None) for i in range(n)]
-            crops, cmask, side, offset = (torch.cat([p[j] for p in parts]) for j in (0, 1, 3, 4))
-            cnorm = torch.cat([p[2] for p in parts]) if normals is not None else None
-            out["rgb"].append(crops)
-            out["mask"].append(cmask)
-            if cnorm is not None:
-                out["normals"].append(cnorm)
-            out["box_size"].append(side)
-            out["box_offset"].append(offset)
-            if bar is not None:
-                bar.update(n)
-    finally:
-        renderer.close()
-        if bar is not None:
-            bar.close()
-    result = {k: torch.cat(v) for k, v in out.items() if v}
-    result.setdefault("normals", None)
-    return result
-
-
 def build_render_cache(model: ObjectModel, preset: AaePreset, seed: int = 0, progress: bool = True) -> RenderCache:
     """Render ``preset.cache_views`` uniformly random rotations of ``model`` into a :class:`RenderCache`."""
     from posekit.geometry.rotations import random_rotations
 
     rotations = random_rotations(preset.cache_views, np.random.default_rng(seed))
-    r = render_crops(model, rotations, preset, progress=progress, desc="render cache")
-    distance, K = render_camera(model, preset)
+    r = render_crops(model, rotations, preset.crop_spec, progress=progress, desc="render cache")
+    distance, K = render_camera(model, preset.crop_spec)
     nrm = r["normals"]
     nrm = nrm / nrm.norm(dim=1, keepdim=True).clamp_min(1e-6) * (nrm.norm(dim=1, keepdim=True) > 0.5)
     return RenderCache(
@@ -222,7 +104,7 @@ def load_or_build_cache(workspace: Path, model: ObjectModel, preset: AaePreset, 
     path = Path(workspace) / CACHE_NAME
     if path.is_file():
         cache = RenderCache.load(path)
-        distance, _ = render_camera(model, preset)
+        distance, _ = render_camera(model, preset.crop_spec)
         if (cache.mesh_hash == model.mesh_hash and cache.rgb.shape[0] == preset.cache_views
                 and cache.rgb.shape[1] == preset.image_size and cache.render_size == preset.render_size
                 and abs(cache.distance - distance) < 1e-6):

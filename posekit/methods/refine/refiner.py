@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from posekit.cad.model import ObjectModel
+from posekit.data.types import Observation
 from posekit.errors import InputError
-from posekit.estimate.types import Observation
 from posekit.geometry.crop import crop_images, crop_intrinsics
 from posekit.methods.refine.network import RefineNet, mask_probabilities
 from posekit.methods.refine.pairs import RefineObject, prepare_object, render_crops, zoom_windows

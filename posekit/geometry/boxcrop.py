@@ -1,4 +1,5 @@
-"""The AAE's crop convention, written once and used for the training cache, the codebook and test images.
+"""The square box-crop convention of the view-based methods (AAE, templates): one definition for their
+clean renders, their codebooks / template sets and the test images.
 
 A crop is the object's tight box made square about its centre, enlarged by ``pad`` (1.2 by
 default) and resized to S x S. Boxes are BOP boxes [x, y, w, h] (x, y of the top-left pixel, so

@@ -1,0 +1,91 @@
+"""Choosing what an estimate runs with when the user names only an image and a CAD file.
+
+Each stage is taken from what the user gave, else from the model store (:mod:`posekit.data.store`,
+keyed by the part's mesh hash), else made (templates: no training, about half a minute). What was
+chosen is recorded as :class:`Choice` lines (printed in one block and written into the JSON); what
+cannot be found is returned as :class:`Missing` pieces, each with the command that makes it, so the
+caller can name all of them in one message before any long work.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from posekit.cad.model import ObjectModel
+from posekit.errors import InputError
+
+
+@dataclass(frozen=True)
+class Choice:
+    stage: str
+    what: str
+
+
+@dataclass(frozen=True)
+class Missing:
+    what: str
+    how: str
+
+
+def missing_message(missing: list[Missing]) -> str:
+    """One message naming every missing piece and the command that makes each."""
+    if len(missing) == 1:
+        return f"cannot estimate yet: missing {missing[0].what}: {missing[0].how}"
+    lines = [f"cannot estimate yet: {len(missing)} thing(s) missing"]
+    lines += [f"  - {m.what}: {m.how}" for m in missing]
+    return "\n".join(lines)
+
+
+def find_coarse(obj: ObjectModel, model: Path | None, method: str) -> tuple[Path | None, Choice | None]:
+    """The coarse-stage workspace to load: --model, else the store's (templates first, then the AAE); (None, None)
+    when the store has none (templates can then be built, see :func:`build_store_templates`)."""
+    from posekit.data import store
+
+    if model is not None:
+        return model, Choice("coarse", f"{method if method != 'auto' else 'workspace'} {model} (--model)")
+    order = ["templates", "aae"] if method == "auto" else [method]
+    for name in order:
+        entry = store.find(obj.mesh_hash, name)
+        if entry is not None:
+            return entry.path, Choice("coarse", f"{name} ({entry.preset}) from the model store: {entry.path}")
+    return None, None
+
+
+def build_store_templates(obj: ObjectModel, device: str = "auto", preset: str = "default") -> tuple[Path, Choice]:
+    """Build the part's templates into the model store now (progress bar on stderr)."""
+    from posekit.data import store
+    from posekit.methods.templates import build_workspace, get_preset
+
+    out = store.workspace_path("templates", obj.mesh_hash)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    path, _ = build_workspace(obj, out, get_preset(preset), device=device)
+    return path, Choice("coarse", f"templates ({preset}) built now in {time.perf_counter() - start:.0f} s and kept "
+                        f"in the model store: {path}")
+
+
+def find_refiner(models: list[ObjectModel], refine: str, refiner_ws: Path | None) -> tuple[Path | None, Choice, Missing | None]:
+    """The refiner workspace: --refiner, else (for --refine auto|deepim) a stored one covering every part."""
+    from posekit.data import store
+
+    if refine == "none":
+        return None, Choice("refine", "none (--refine none)"), None
+    if refiner_ws is not None:
+        return refiner_ws, Choice("refine", f"deepim {refiner_ws} (--refiner)"), None
+    found = [e for e in store.entries(method="refine") if all(e.covers(m.mesh_hash) for m in models)]
+    if found:
+        e = found[0]
+        return e.path, Choice("refine", f"deepim ({e.preset}, {e.steps} steps) from the model store: {e.path}"), None
+    names = " ".join(f"--cad {m.source or m.name}" for m in models)
+    if refine == "deepim":
+        return None, Choice("refine", "deepim"), Missing(
+            "a refiner for this part", f"`posekit train refine {names}` (or --refiner WORKSPACE)")
+    return None, Choice("refine", "none (no refiner in the model store covers this part; "
+                        f"`posekit train refine {names}` makes one)"), None
+
+
+def check_refine_value(refine: str, allowed: tuple[str, ...]) -> None:
+    if refine not in allowed:
+        raise InputError(f"--refine must be one of {', '.join(allowed)}, got {refine!r}")

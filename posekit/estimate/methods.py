@@ -1,0 +1,43 @@
+"""Opening the coarse stage's workspaces by method: what the CLI and the batch runs call."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from posekit.cad.model import ObjectModel
+from posekit.errors import InputError
+
+COARSE_METHODS = ("templates", "aae")
+
+
+def workspace_method(path: str | Path) -> str | None:
+    """The method a workspace folder records in its config.json (None where there is none)."""
+    cfg = Path(path) / "config.json"
+    if not cfg.is_file():
+        return None
+    try:
+        method = json.loads(cfg.read_text()).get("method")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise InputError(f"{cfg}: unreadable workspace config ({exc})") from None
+    return str(method) if method else None
+
+
+def load_coarse(path: str | Path, method: str = "auto", device: str = "auto", model: ObjectModel | None = None):
+    """The coarse-stage workspace at ``path``: ``method`` 'auto' takes what the workspace records."""
+    path = Path(path)
+    found = workspace_method(path)
+    if found is None:
+        raise InputError(f"{path}: not a workspace (no config.json; make one with `posekit train templates` "
+                         f"or `posekit train aae`)")
+    if method != "auto" and method != found:
+        raise InputError(f"{path}: a {found} workspace, but --method {method} was asked for")
+    if found == "templates":
+        from posekit.methods.templates import load_workspace
+
+        return load_workspace(path, device=device, model=model)
+    if found == "aae":
+        from posekit.methods.aae.codebook import load_workspace
+
+        return load_workspace(path, device=device, model=model)
+    raise InputError(f"{path}: a {found} workspace has no coarse stage (use one of {', '.join(COARSE_METHODS)})")

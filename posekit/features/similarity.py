@@ -1,0 +1,51 @@
+"""The masked feature similarity: per-cell cosine between two feature maps, averaged under a mask.
+
+For a query map q (C, h, w) and a reference map r (C, h, w) with mask weights m (h, w) (the share of
+each cell that the rendered object covers), the similarity is
+
+    sim(q, r) = sum_cells m * <q / |q|, r / |r|>  /  sum_cells m        (in [-1, 1])
+
+Cells outside the object do not count, so the background of a real photo is ignored where the
+render has none. Folding ``m / sum(m)`` into the normalised reference turns the comparison of B
+queries with N references into one (B, C h w) x (C h w, N) matrix product.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def cell_normalise(f: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """(N, C, h, w) maps with every cell's C-vector scaled to unit length (cells of zeros stay zero)."""
+    return f / f.norm(dim=1, keepdim=True).clamp_min(eps)
+
+
+def mask_weights(mask: torch.Tensor, stride: int, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """(N, h, w) share of each feature cell covered by a (N, 1, H, W) mask in [0, 1] (average pool by ``stride``)."""
+    w = F.avg_pool2d(mask.float(), stride)
+    if size is not None and tuple(w.shape[-2:]) != tuple(size):
+        w = F.interpolate(w, size=size, mode="area")
+    return w[:, 0]
+
+
+def fold_references(features: torch.Tensor, weights: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """(N, C h w) references ready for :func:`similarity_matrix`: cell-normalised maps times m / sum(m)."""
+    w = weights / weights.flatten(1).sum(1).clamp_min(eps)[:, None, None]
+    return (cell_normalise(features.float()) * w[:, None]).flatten(1)
+
+
+def similarity_matrix(queries: torch.Tensor, folded: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+    """(B, N) masked similarities of (B, C, h, w) query maps with N folded references (C h w each)."""
+    q = cell_normalise(queries.float()).flatten(1).to(folded.dtype)
+    return torch.cat([q @ folded[i : i + chunk].T for i in range(0, folded.shape[0], chunk)], dim=1)
+
+
+def paired_similarity(queries: torch.Tensor, references: torch.Tensor, weights: torch.Tensor,
+                      eps: float = 1e-6) -> torch.Tensor:
+    """(B,) masked similarity of each query map with its own reference map (B, C, h, w) under weights (B, h, w).
+
+    Differentiable in both maps (the feature-metric refinement descends it).
+    """
+    cos = (cell_normalise(queries, eps) * cell_normalise(references, eps)).sum(1)  # (B, h, w)
+    return (cos * weights).flatten(1).sum(1) / weights.flatten(1).sum(1).clamp_min(eps)
