@@ -133,18 +133,24 @@ def _per_object_table(reports: dict[str, dict]) -> list[str]:
     return lines
 
 
-def lmo(aae_dir: Path, refiner: Path, boxes: str, out_dir: Path, polish: int, scores: tuple[str, ...] = ("mask", "edges")) -> str:
+def lmo(aae_dir: Path, refiner: Path, boxes: str, out_dir: Path, polish: int, scores: tuple[str, ...] = ("mask", "edges"),
+        coarse: str = "AAE") -> str:
     data = lmo_dev()
     out_dir.mkdir(parents=True, exist_ok=True)
-    ref = ["--refine", "deepim", "--refiner", str(refiner)]
-    variants = [("AAE", []), *[(f"AAE + {k} it.", [*ref, "--iters", str(k)]) for k in (1, 2, 4)],
-                *[(f"AAE + 4 it. scored ({m})", [*ref, "--iters", "4", "--score", m]) for m in scores]]
+    if is_features(refiner):  # the training-free feature search: no workspace, its own score, no polish
+        ref, scores, polish = ["--refine", "features"], ("features",), 0
+    else:
+        ref = ["--refine", "deepim", "--refiner", str(refiner)]
+    variants = [(coarse, []), *[(f"{coarse} + {k} it.", [*ref, "--iters", str(k)]) for k in (1, 2, 4)],
+                *[(f"{coarse} + 4 it. scored ({m})", [*ref, "--iters", "4", "--score", m]) for m in scores]]
     if polish > 0:  # slow on a CPU (PyTorch3D soft silhouettes): --polish 0 leaves it out
-        variants.append((f"AAE + 4 it. + polish {polish}", [*ref, "--iters", "4", "--polish", str(polish)]))
+        variants.append((f"{coarse} + 4 it. + polish {polish}", [*ref, "--iters", "4", "--polish", str(polish)]))
     lines = [
-        f"`python benchmarks/refine.py lmo --aae-dir AAE --refiner WS --boxes {boxes}` on lmo-dev (100 real images, "
-        f"all targets of the 8 objects); {platform.machine()}, {os.cpu_count()} CPUs, no GPU. AAE workspaces: the "
-        "section above; refiner: the workspace's preset and steps are in the refiner section of docs/training.md. "
+        f"`python benchmarks/refine.py lmo --aae-dir {coarse.upper()} --refiner {'features' if is_features(refiner) else 'WS'}"
+        f" --boxes {boxes}` on lmo-dev (100 real images, "
+        f"all targets of the 8 objects); {platform.machine()}, {os.cpu_count()} CPUs, no GPU. {coarse} workspaces: the "
+        "section above; refiner: " + ("the training-free feature search (`--refine features`). " if is_features(refiner)
+                                      else "the workspace's preset and steps are in the refiner section of docs/training.md. ") +
         "Recalls over all targets (BOP'19 pooling); seconds per image include the process start.",
         "",
         "| variant | ADD(-S) 0.1d | AR_MSSD | AR_MSPD | s per image | s per object estimate |",
@@ -173,6 +179,22 @@ NOISE_LEVELS = {  # name: (rotation angle deg about a random axis, std of x/y of
 }
 
 
+def is_features(refiner: Path | str) -> bool:
+    """``--refiner features`` names the training-free feature search instead of a DeepIM workspace."""
+    return str(refiner) == "features"
+
+
+def load_refiner(refiner_ws: Path, ds):
+    """The refiner to study: a DeepIM workspace, or (``features``) the feature search over the dataset's models."""
+    if is_features(refiner_ws):
+        from posekit.methods.featurefit import FeatureRefiner
+
+        return FeatureRefiner([ds.load_model(o) for o in ds.obj_ids], device="cpu")
+    from posekit.methods.refine.refiner import Refiner
+
+    return Refiner.load(refiner_ws, device="cpu")
+
+
 def perturb_ground_truth(gts, rng: np.random.Generator, angle_deg: float, sxy: float, sz: float):
     """Poses (B, 3, 3), (B, 3) of ground-truth instances ``gts`` turned by ``angle_deg`` about a random axis
     (camera frame) and shifted by Gaussian noise of std (sxy, sxy, sz) mm: known noise for the refiner."""
@@ -186,7 +208,7 @@ def perturb_ground_truth(gts, rng: np.random.Generator, angle_deg: float, sxy: f
 
 
 def perturbed(refiner_ws: Path, out_dir: Path, iters: tuple[int, ...] = (1, 2, 4), seed: int = 0,
-              scores: tuple[str, ...] = ("mask", "edges"), polish: int = 0) -> str:
+              scores: tuple[str, ...] = ("mask", "edges"), polish: int = 0, objects: list[int] | None = None) -> str:
     """Refine ground truth perturbed by known noise on the real lmo-dev images; how much noise is removed.
 
     ``polish`` > 0 adds a row: the last iterate polished for that many steps towards the refiner's predicted mask."""
@@ -196,17 +218,19 @@ def perturbed(refiner_ws: Path, out_dir: Path, iters: tuple[int, ...] = (1, 2, 4
     from posekit.data.results import write_results
     from posekit.data.types import PoseEstimate
     from posekit.eval.metrics import rotation_error, translation_error
-    from posekit.methods.refine.refiner import Refiner
 
     torch_threads()
     ds = BopDataset(lmo_dev())
-    refiner = Refiner.load(refiner_ws, device="cpu")
-    known = set(ds.obj_ids)
+    refiner = load_refiner(refiner_ws, ds)
+    if is_features(refiner_ws):
+        scores, polish = ("features",), 0
+    known = set(objects or ds.obj_ids)
     targets = ds.targets()
     wanted = {(t.scene_id, t.im_id, t.obj_id) for t in targets}
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = [
-        f"`python benchmarks/refine.py perturbed --refiner WS` on lmo-dev (100 real images): every ground-truth "
+        f"`python benchmarks/refine.py perturbed --refiner {'features' if is_features(refiner_ws) else 'WS'}"
+        + (f" --objects {','.join(map(str, objects))}" if objects else "") + "` on lmo-dev (100 real images): every ground-truth "
         "instance of the 8 objects that is a BOP'19 target and at least 10 % visible, its pose perturbed by a rotation "
         "of a fixed angle about a random axis and a Gaussian translation offset (x/y and z std), then refined; "
         f"{platform.machine()}, {os.cpu_count()} CPUs, no GPU, pyrender renderer. Median rotation error over the "
@@ -441,6 +465,8 @@ def refiner_preset(workspace: Path) -> str:
     """The preset name a refiner workspace was trained with (its config.json)."""
     from posekit.methods.refine.train import read_config
 
+    if is_features(workspace):
+        return "features"
     return str(read_config(workspace)["preset"]["name"])
 
 
@@ -457,6 +483,7 @@ def main() -> None:
     m.add_argument("--boxes", default="gt-visib")
     m.add_argument("--out", type=Path, default=Path("refine_lmo"))
     m.add_argument("--polish", type=int, default=3)
+    m.add_argument("--coarse", default="AAE", help="the coarse stage's name in the table (e.g. templates)")
     m.add_argument("--write-docs", action="store_true")
     bg = sub.add_parser("backgrounds")
     bg.add_argument("--refiner", type=Path, required=True)
@@ -472,6 +499,7 @@ def main() -> None:
     pz.add_argument("--refiner", type=Path, required=True)
     pz.add_argument("--out", type=Path, default=Path("refine_perturbed"))
     pz.add_argument("--polish", type=int, default=0, help="add a row: the last iterate after N polish steps")
+    pz.add_argument("--objects", default=None, help="only these object ids (comma-separated)")
     pz.add_argument("--write-docs", action="store_true")
     a = ap.parse_args()
     if a.what == "speed":
@@ -487,13 +515,16 @@ def main() -> None:
         body = drift(a.refiner, a.images)
         heading = "Refiner: is its error on real images systematic? (lmo-dev)"
     elif a.what == "perturbed":
-        body = perturbed(a.refiner, a.out, polish=a.polish)
+        objs = [int(v) for v in a.objects.split(",")] if a.objects else None
+        body = perturbed(a.refiner, a.out, polish=a.polish, objects=objs)
         heading = "Refiner from perturbed ground truth (lmo-dev)"
     else:
-        body = lmo(a.aae_dir, a.refiner, a.boxes, a.out, a.polish)
-        heading = "Refiner on real LM-O images (lmo-dev)"
+        body = lmo(a.aae_dir, a.refiner, a.boxes, a.out, a.polish, coarse=a.coarse)
+        heading = "Refiner on real LM-O images (lmo-dev)" if a.coarse == "AAE" else f"Refiner behind {a.coarse} (lmo-dev)"
     preset = a.preset if a.what == "speed" else refiner_preset(a.refiner)
-    if preset != "cpu":  # another preset's figures get their own sections beside the cpu preset's
+    if is_features(getattr(a, "refiner", "")):
+        heading = f"{heading[:-1]}, --refine features)" if heading.endswith(")") else f"{heading} (--refine features)"
+    elif preset != "cpu":  # another preset's figures get their own sections beside the cpu preset's
         heading = f"{heading[:-1]}, {preset} preset)" if heading.endswith(")") else f"{heading} ({preset} preset)"
     print(body)
     if a.write_docs:

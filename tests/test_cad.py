@@ -56,7 +56,7 @@ def test_center_and_hash(tmp_path):
 
 @pytest.mark.parametrize("name, content, problem", [
     ("empty.stl", b"", "empty"), ("nofaces.stl", b"solid x\nendsolid x\n", "no faces"),
-    ("garbage.ply", b"\x00\x01garbage" * 20, "cannot be read"), ("part.step", b"ISO-10303-21;", "unsupported"),
+    ("garbage.ply", b"\x00\x01garbage" * 20, "not a PLY file"), ("part.step", b"ISO-10303-21;", "unsupported"),
 ], ids=["empty", "no-faces", "garbage", "step"])
 def test_bad_files_raise_cad_error(tmp_path, name, content, problem):
     path = tmp_path / name
@@ -173,3 +173,23 @@ def test_demo_part(assets):
     assert not model.is_symmetric
     with open(path, "rb") as f:
         assert not f.read(5).lower().startswith(b"solid")  # binary STL
+
+
+def test_truncated_and_disguised_files_name_the_real_problem(tmp_path, assets):
+    import trimesh
+
+    stl = (assets / "bracket.stl").read_bytes()
+    cases = {"half.stl": (stl[: len(stl) // 2], "truncated binary STL: its header announces 4686 triangles"),
+             "header.stl": (stl[:60], "truncated binary STL: 60 bytes"),
+             "photo.stl": ((assets / "bracket_scene.png").read_bytes(), "the file is a PNG image with a .stl name")}
+    box = tmp_path / "box.ply"
+    trimesh.creation.box((10.0, 10.0, 10.0)).export(box, encoding="ascii")
+    cases["half_ascii.ply"] = (box.read_bytes()[: int(0.7 * box.stat().st_size)],
+                               "truncated PLY: its header announces 8 vertices and 12 faces")
+    trimesh.creation.box((10.0, 10.0, 10.0)).export(box, encoding="binary")
+    cases["half_binary.ply"] = (box.read_bytes()[: box.stat().st_size - 60], "truncated PLY")
+    for name, (content, problem) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(CadError, match=problem):
+            load_model(path)

@@ -140,3 +140,38 @@ def test_cli_bad_row_stops_with_line_number_unless_skipped(lmo, lmo_dev, subset,
     report = json.loads(results.with_suffix(".eval.json").read_text())
     assert report["counts"]["bad_rows_skipped"] == 1
     assert report["bop19"]["ar_mssd"] == 1.0
+
+
+def test_objects_limit_the_means_and_missing_estimates_are_counted(lmo, lmo_dev, subset, tmp_path):
+    targets, tpath = subset
+    cats = [t for t in targets if t.obj_id == 6]
+    results = write_results(tmp_path / "cat.csv", _gt_estimates(lmo, cats[1:]))  # one cat target without estimate
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["eval", "--dataset", str(lmo_dev), "--results", str(results), "--targets",
+                                   str(tpath), "--objects", "6", "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "eval.json").read_text())
+    assert report["counts"]["targets"] == len(cats) and list(report["objects"]) == ["6"]
+    assert report["counts"]["targets_without_estimate"] == 1
+    assert report["bop19"]["ar_mssd"] == pytest.approx((len(cats) - 1) / len(cats))
+    assert "1 had no estimate" in res.output
+    # AR values print as fractions, as the README and BOP give them (a recall row stays in %)
+    cat_row = next(line for line in res.output.splitlines() if line.startswith("6 cat"))
+    assert f"{(len(cats) - 1) / len(cats):.3f}" in cat_row
+
+
+def test_bad_outputs_and_empty_results_are_refused_before_the_work(lmo, lmo_dev, subset, tmp_path):
+    targets, tpath = subset
+    results = write_results(tmp_path / "r.csv", _gt_estimates(lmo, targets))
+    a_file = tmp_path / "taken"
+    a_file.write_text("x")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("scene_id,im_id,obj_id,score,R,t,time\n")
+    for args, needle in [(["--results", str(results), "--out", str(a_file)], "not a folder"),
+                         (["--results", str(results), "--out", str(tmp_path / "no" / "dir")], "does not exist"),
+                         (["--results", str(empty)], "holds no estimates"),
+                         (["--results", str(results), "--objects", "3"], "no targets of such objects")]:
+        res = CliRunner().invoke(app, ["eval", "--dataset", str(lmo_dev), "--targets", str(tpath), "--quiet", *args])
+        assert res.exit_code == 2, (args, res.output)
+        assert needle in res.stderr and "Traceback" not in res.stderr and res.stderr.count("\n") == 1, res.stderr
+    assert a_file.read_text() == "x"

@@ -227,7 +227,7 @@ def _observation_of(model: ObjectModel):
 def test_scored_run_keeps_the_best_iterate_per_detection():
     """`--score`: each detection keeps the iterate whose silhouette agreed best (the start included); unscored
     runs keep the last iteration."""
-    from posekit.methods.refine.refiner import RefineRun
+    from posekit.data.types import RefineRun
 
     R = np.stack([random_rotations(2, k) for k in range(3)])  # (iters + 1, B, 3, 3)
     t = np.arange(18, dtype=float).reshape(3, 2, 3) + 100.0
@@ -353,7 +353,8 @@ def test_both_refiner_renderers_draw_the_same_crops(bracket):
     object in the same zoom crop: silhouettes agree (a flipped axis or a wrong crop K would not), shading
     correlates (its brightness differs; training jitters the rendering's gain and gamma for that)."""
     from posekit.geometry.crop import crop_intrinsics
-    from posekit.methods.refine.pairs import prepare_object, render_crops, zoom_windows
+    from posekit.methods.refine.pairs import prepare_object, zoom_windows
+    from posekit.render.crops import render_in_crops
     from posekit.render.diff import DiffRenderer
     from posekit.render.gl import OffscreenRenderer
 
@@ -366,10 +367,10 @@ def test_both_refiner_renderers_draw_the_same_crops(bracket):
     Kc = crop_intrinsics(torch.as_tensor(K), torch.as_tensor(zoom_windows([obj], idx, R, t, K, preset)),
                          preset.crop_size).numpy()
     with OffscreenRenderer(*preset.crop_size) as r:
-        rgb_gl, m_gl = render_crops(r, [obj], idx, R, t, Kc, preset.crop_size)
+        rgb_gl, m_gl = render_in_crops(r, [obj.render_model], idx, R, t, Kc, preset.crop_size)
     diff = DiffRenderer([obj.render_model], image_size=preset.crop_size, max_faces=None, device="cpu", hard=True)
     f32 = (lambda a: torch.as_tensor(a, dtype=torch.float32))  # noqa: E731
-    rgb_p3, m_p3 = render_crops(diff, [obj], idx, f32(R), f32(t), f32(Kc), preset.crop_size)
+    rgb_p3, m_p3 = render_in_crops(diff, [obj.render_model], idx, f32(R), f32(t), f32(Kc), preset.crop_size)
     a, b = m_gl[:, 0] > 0.5, m_p3[:, 0] > 0.5
     iou = ((a & b).sum((1, 2)) / (a | b).sum((1, 2))).numpy()
     assert (iou > 0.97).all(), iou

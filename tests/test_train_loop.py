@@ -82,7 +82,7 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path):
     assert state["step"] == 40 and len(state["history"]["loss"]) == 40
 
 
-def test_ctrl_c_stops_at_a_step_boundary_and_resumes_exactly(tmp_path):
+def test_ctrl_c_stops_at_a_step_boundary_and_resumes_exactly(tmp_path, capsys):
     """Ctrl-C (SIGINT) mid-step finishes that step, saves, and --resume reproduces the uninterrupted run."""
     import os
     import signal
@@ -101,6 +101,8 @@ def test_ctrl_c_stops_at_a_step_boundary_and_resumes_exactly(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train(Interrupted(), _cfg(tmp_path / "part", 30, every=1000))
     assert load_checkpoint(checkpoint_path(tmp_path / "part"))["step"] == 17
+    said = capsys.readouterr().err
+    assert f"saved step 17 to {checkpoint_path(tmp_path / 'part')}" in said and "--resume" in said
     resumed = train(ToyTask(), _cfg(tmp_path / "part", 30, resume=True))
     np.testing.assert_allclose(resumed.losses, full.losses, rtol=1e-5)
 
@@ -190,3 +192,18 @@ def test_learning_rate_schedule():
     assert learning_rate(TrainConfig(out_dir=Path("."), steps=5, lr=0.3), 4) == 0.3
     with pytest.raises(InputError):
         TrainConfig(out_dir=Path("."), steps=5, lr_schedule="step")
+
+
+def test_loss_curve_appears_early_before_any_checkpoint_or_sample(tmp_path):
+    """A person looks at curves.png while it trains: it is drawn after a few steps, not only at checkpoints."""
+    from posekit.train.loop import FIRST_CURVE_STEPS
+
+    seen = {}
+
+    class Watched(ToyTask):
+        def batch(self, step, ctx):
+            seen.setdefault(step, (tmp_path / "curves.png").is_file())
+            return super().batch(step, ctx)
+
+    train(Watched(), _cfg(tmp_path, FIRST_CURVE_STEPS + 5, every=1000, pictures=0))
+    assert not seen[FIRST_CURVE_STEPS - 1] and seen[FIRST_CURVE_STEPS + 1]

@@ -26,6 +26,55 @@ class UnitsWarning(UserWarning):
     """A units decision the user should know about (a model scaled from metres to millimetres)."""
 
 
+_MAGIC = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image", b"%PDF": "a PDF file",
+          b"PK\x03\x04": "a ZIP archive", b"\x1f\x8b": "a gzip archive", b"BM": "a BMP image"}
+
+
+def _not_a_mesh(head: bytes) -> str | None:
+    """What the file is, when its first bytes say it is a known non-mesh format."""
+    for magic, what in _MAGIC.items():
+        if head.startswith(magic):
+            return what
+    return None
+
+
+def _truncation(path: Path, suffix: str) -> str | None:
+    """Why a mesh file is short, when its own header says how much it should hold (binary STL, PLY)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if suffix == ".stl" and not head.lstrip().lower().startswith(b"solid") and size >= 84:
+        n = int(np.frombuffer(head[80:84], dtype="<u4")[0])
+        want = 84 + 50 * n
+        if size < want:
+            return f"truncated binary STL: its header announces {n} triangles ({want} bytes) but the file has {size} bytes"
+    if suffix == ".stl" and size < 84 and not head.lstrip().lower().startswith(b"solid"):
+        return f"truncated binary STL: {size} bytes, shorter than the 84-byte header"
+    if suffix == ".ply":
+        if not head.startswith(b"ply"):
+            return "not a PLY file (it does not start with 'ply')"
+        end = head.find(b"end_header")
+        if end < 0:
+            return "truncated PLY: no end_header line"
+        lines = head[:end].decode("ascii", "replace").splitlines()
+        counts = {ln.split()[1]: int(ln.split()[2]) for ln in lines if ln.startswith("element") and len(ln.split()) == 3}
+        fmt = next((ln.split()[1] for ln in lines if ln.startswith("format")), "")
+        body_start = end + len(b"end_header") + 1
+        nv, nf = counts.get("vertex", 0), counts.get("face", 0)
+        if fmt == "ascii":
+            with open(path, "rb") as f:
+                f.seek(body_start)
+                rows = sum(1 for ln in f if ln.strip())
+            if rows < nv + nf:
+                return f"truncated PLY: its header announces {nv} vertices and {nf} faces but the file holds {rows} rows"
+        else:
+            # the smallest body those counts need: 3 float32 per vertex, a count byte + 3 int32 per face
+            if size - body_start < 12 * nv + 13 * nf:
+                return (f"truncated PLY: its header announces {nv} vertices and {nf} faces (at least "
+                        f"{12 * nv + 13 * nf} bytes) but the body has {size - body_start} bytes")
+    return None
+
+
 def read_mesh(path: str | Path):
     """Read a mesh file with trimesh (no processing) and check it is a usable triangle mesh.
 
@@ -46,15 +95,23 @@ def read_mesh(path: str | Path):
                        f"(expected one of {', '.join(SUPPORTED_SUFFIXES)})")
     if path.stat().st_size == 0:
         raise CadError(f"{path}: empty file")
+    with open(path, "rb") as f:
+        what = _not_a_mesh(f.read(16))
+    if what:
+        raise CadError(f"{path}: not a mesh: the file is {what} with a {suffix} name")
     try:
         mesh = trimesh.load(str(path), force="mesh", process=False)
     except Exception as exc:  # noqa: BLE001 - trimesh raises anything from its parsers
+        why = _truncation(path, suffix)
+        if why:
+            raise CadError(f"{path}: {why}") from None
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CadError(f"{path}: cannot be read as {suffix[1:].upper()}: {detail}") from None
     if not isinstance(mesh, trimesh.Trimesh):
         raise CadError(f"{path}: not a triangle mesh (trimesh read a {type(mesh).__name__})")
     if len(mesh.faces) == 0:
-        raise CadError(f"{path}: no faces (a point cloud or an empty mesh, not a surface)")
+        why = _truncation(path, suffix)
+        raise CadError(f"{path}: {why}" if why else f"{path}: no faces (a point cloud or an empty mesh, not a surface)")
     verts = np.asarray(mesh.vertices)
     if not np.isfinite(verts).all():
         bad = int((~np.isfinite(verts).all(axis=1)).sum())

@@ -18,11 +18,25 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+CENTER_HELP = ("Move the CAD's bounding-box centre to the origin (what `posekit inspect` advises for off-centre "
+               "parts); recorded in the workspace, and needed again wherever that workspace is used.")
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one `posekit: warning: ...` line on stderr (Python's default prints the source line too)."""
+    text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+    typer.echo(f"posekit: warning: {text}", err=True)
+
+
 def guarded(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorator for a verb: posekit errors become one line on stderr and exit 2, with no traceback."""
+    """Decorator for a verb: posekit errors become one line on stderr and exit 2, with no traceback; warnings
+    print as one line each."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import warnings
+
+        warnings.showwarning = _one_line_warning
         try:
             return func(*args, **kwargs)
         except PosekitError as exc:
@@ -70,6 +84,11 @@ def choose_preset(name: str | None, device: str, get_preset, saved=None, workspa
     """
     from posekit.errors import InputError
 
+    if name not in (None, "auto"):
+        try:
+            get_preset(name)
+        except InputError as exc:  # the method's list of presets, and auto
+            raise InputError(str(exc).replace("must be one of ", "must be auto or one of ")) from None
     if saved is not None:
         if name not in (None, "auto") and get_preset(name).name != saved.name:
             raise InputError(f"{workspace} was trained with --preset {saved.name}; resume it with that preset")

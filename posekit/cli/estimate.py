@@ -8,11 +8,12 @@ from pathlib import Path
 
 import typer
 
-from posekit.cli._common import guarded
+from posekit.cli._common import CENTER_HELP, guarded
 from posekit.errors import InputError
 
 METHODS = ("auto", "templates", "aae")
-REFINERS = ("auto", "none", "deepim")
+REFINERS = ("auto", "none", "deepim", "features")
+SCORE_MODES = {"mask": "deepim", "edges": "deepim", "features": "features"}  # --score: the refiner it needs
 
 
 def _objects_option(text: str | None) -> set[int] | None:
@@ -24,8 +25,13 @@ def _objects_option(text: str | None) -> set[int] | None:
         raise InputError(f"--objects must be comma-separated object ids, got {text!r}") from None
 
 
-def _open_refiner(path: Path | None, models, device: str, renderer: str):
-    if path is None:
+def _open_refiner(kind: str | None, path: Path | None, models, device: str, renderer: str):
+    """The refinement stage: the DeepIM refiner of a workspace, the training-free feature search, or None."""
+    if kind == "features":
+        from posekit.methods.featurefit import FeatureRefiner
+
+        return FeatureRefiner(models, device=device, renderer=renderer)
+    if kind != "deepim" or path is None:
         return None
     from posekit.methods.refine.refiner import Refiner
 
@@ -43,6 +49,7 @@ def estimate(
     image: Path | None = typer.Argument(None, help="An RGB image (single-image mode)."),
     cad: Path | None = typer.Option(None, "--cad", help="The object's CAD file (STL/PLY/OBJ)."),
     units: str = typer.Option("auto", "--units", help="CAD units: mm, m or auto."),
+    center: bool = typer.Option(False, "--center", help=CENTER_HELP),
     model: Path | None = typer.Option(None, "--model", help="Coarse-stage workspace: `posekit train templates` (no training) or `posekit train aae`."),
     bbox: list[str] | None = typer.Option(None, "--bbox", help="Detection box x,y,w,h in pixels; repeat it for several instances of the part (estimated and refined as one batch)."),
     camera: Path | None = typer.Option(None, "--camera", help="camera.json (fx, fy, cx, cy[, width, height]) or a file with cam_K."),
@@ -50,12 +57,13 @@ def estimate(
     method: str = typer.Option("auto", "--method", help="Coarse method: templates, aae, or auto (what the --model workspace holds)."),
     top_k: int = typer.Option(1, "--top-k", min=1, help="Hypotheses to report (templates / codebook neighbours): the best is the pose, the others are listed as alternatives in the JSON."),
     refine: str = typer.Option("auto", "--refine", help="Refiner: auto (the --refiner, else one from the model store "
-                               "that covers the part, else none), none, or deepim."),
+                               "that covers the part, else none), none, deepim, or features (search on pretrained "
+                               "features, no training)."),
     refiner_ws: Path | None = typer.Option(None, "--refiner", help="Refiner workspace from `posekit train refine`."),
     iters: int = typer.Option(4, "--iters", min=0, help="Refiner iterations."),
     polish: int = typer.Option(0, "--polish", min=0, help="Silhouette polish steps after refinement (PyTorch3D)."),
     mask: Path | None = typer.Option(None, "--mask", help="The object's mask (an image of the image's size, object >= 128): the polish's target instead of the refiner's predicted mask."),
-    score: str = typer.Option("none", "--score", help="Keep the best refiner iterate (the start included), not the last: none, mask (silhouette vs the refiner's predicted object mask) or edges (outline vs image edges)."),
+    score: str = typer.Option("none", "--score", help="Keep the best refiner iterate (the start included), not the last: none, mask (silhouette vs the refiner's predicted object mask) or edges (outline vs image edges) with --refine deepim, features (masked feature similarity) with --refine features."),
     renderer: str = typer.Option("auto", "--renderer", help="Refiner renderer: auto, pytorch3d or pyrender."),
     init: Path | None = typer.Option(None, "--init", help="Start refinement from the pose in this JSON (R, t in mm; every pose of a `posekit estimate --json` output) instead of the AAE."),
     overlay: Path | None = typer.Option(None, "--overlay", help="Write the pose over the image (.png/.jpg; .gif: one frame per stage, e.g. each refiner iteration)."),
@@ -74,16 +82,17 @@ def estimate(
     optional DeepIM refinement."""
     if method not in METHODS:
         raise InputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
-    from posekit.methods.refine.refiner import SCORES
-
-    modes = [m for m in SCORES if m]
-    if score != "none" and score not in modes:
-        raise InputError(f"--score must be none, {', '.join(modes)}, got {score!r}")
+    if score != "none" and score not in SCORE_MODES:
+        raise InputError(f"--score must be none, {', '.join(SCORE_MODES)}, got {score!r}")
     score = None if score == "none" else score
     if refine not in REFINERS:
         raise InputError(f"--refine must be one of {', '.join(REFINERS)}, got {refine!r}")
     if score and (refine == "none" or iters == 0):
         raise InputError("--score chooses among refiner iterations: use it with --refine deepim and --iters >= 1")
+    if score and refine in ("deepim", "features") and SCORE_MODES[score] != refine:
+        raise InputError(f"--score {score} goes with --refine {SCORE_MODES[score]}, not --refine {refine}")
+    if polish and refine == "features":
+        raise InputError("--polish follows the DeepIM refiner's predicted mask: use it with --refine deepim")
     if polish and (refine == "none" or iters == 0):
         raise InputError("--polish works on the refiner's last iteration: use it with --refine deepim and --iters >= 1")
     if mask is not None and not polish:
@@ -102,11 +111,11 @@ def estimate(
                       polish, renderer, device, score, method)
     else:
         _image_mode(image, cad, units, model, bbox or [], camera, K, top_k, refine, refiner_ws, iters, polish,
-                    renderer, init, overlay, strip, json_out, device, score, mask, method)
+                    renderer, init, overlay, strip, json_out, device, score, mask, method, center)
 
 
 def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refiner_ws, iters, polish, renderer,
-                init, overlay, strip, json_out, device, score=None, mask=None, method="auto") -> None:
+                init, overlay, strip, json_out, device, score=None, mask=None, method="auto", center=False) -> None:
     from posekit.cad.load import load_model
     from posekit.data.types import Observation, PoseEstimate
     from posekit.estimate import inputs
@@ -125,7 +134,7 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
     if cad is None:
         raise InputError("--cad is required: the object's CAD file")
     rgb = inputs.load_image(image)
-    obj = load_model(cad, units=units, obj_id=1)
+    obj = load_model(cad, units=units, obj_id=1, center=center)
     missing: list[Missing] = []
     cam, cam_source = inputs.find_camera(rgb, image, camera, K)
     if cam is None:
@@ -154,12 +163,12 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
             missing.append(Missing("an AAE for this part", f"`posekit train aae --cad {cad}` (or --model WORKSPACE)"))
         else:
             build_templates_now = True  # no training needed: made below, once nothing else is missing
-    refiner_path, refine_choice, refine_missing = find_refiner([obj], refine, refiner_ws)
+    refine_kind, refiner_path, refine_choice, refine_missing = find_refiner([obj], refine, refiner_ws)
     if refine_missing is not None:
         missing.append(refine_missing)
     if missing:
         raise InputError(missing_message(missing))
-    if refiner_path is None and (init_est is not None or score or polish):
+    if refine_kind is None and (init_est is not None or score or polish):
         what = "--init" if init_est is not None else ("--score" if score else "--polish")
         raise InputError(f"{what} needs a refiner: --refine deepim --refiner WORKSPACE "
                          f"(`posekit train refine --cad {cad}` makes one)")
@@ -173,7 +182,9 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
         from posekit.estimate.methods import load_coarse
 
         coarse[1] = load_coarse(coarse_path, method, device=device, model=obj)
-    refiner = _open_refiner(refiner_path, [obj], device, renderer)
+    if score and SCORE_MODES[score] != refine_kind:
+        raise InputError(f"--score {score} goes with --refine {SCORE_MODES[score]}; the refiner here is {refine_kind}")
+    refiner = _open_refiner(refine_kind, refiner_path, [obj], device, renderer)
     for c in choices:  # what this run uses, once all of it has loaded
         typer.echo(f"posekit: {c.stage:<7} {c.what}", err=True)
     config = EstimatorConfig(top_k=top_k, refine_iters=iters, polish_steps=polish, refine_score=score)
@@ -255,9 +266,10 @@ def _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k
     # dataset mode runs only what it is told: --refine auto means the --refiner given, if any (no store look-up)
     if refine == "deepim" and refiner_ws is None:
         raise InputError("--refine deepim needs --refiner WORKSPACE (a workspace from `posekit train refine`)")
-    if refine == "none" and refiner_ws is not None:
-        raise InputError("--refiner was given with --refine none")
-    refiner = _open_refiner(refiner_ws, list(models.values()), device, renderer)
+    if refine in ("none", "features") and refiner_ws is not None:
+        raise InputError(f"--refiner is a DeepIM workspace: it does not go with --refine {refine}")
+    kind = "features" if refine == "features" else ("deepim" if refiner_ws is not None else None)
+    refiner = _open_refiner(kind, refiner_ws, list(models.values()), device, renderer)
     if refiner is None and (score or polish):
         raise InputError("--score and --polish need a refiner: --refiner WORKSPACE")
     estimator = PoseEstimator(models, coarse=coarse, refiner=refiner,

@@ -28,13 +28,31 @@ def eval_command(
         False, "--adds-all", help="Also compute ADD-S for objects without symmetries (an extra ADD-S summary; slower)."
     ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    objects: str | None = typer.Option(None, "--objects", help="Only the targets of these object ids "
+                                       "(comma-separated); means are over these objects."),
 ) -> None:
     """Per-object recall table (ADD(-S), Proj2D, 5cm 5deg, BOP'19 AR_MSSD/AR_MSPD/AR_VSD), a JSON report and plots."""
+    from posekit.errors import InputError
     from posekit.eval.recall import evaluate
     from posekit.eval.report import format_table, plot_curves, write_json
 
+    # outputs are checked before the work, not after it
+    if out is not None:
+        if out.exists() and not out.is_dir():
+            raise InputError(f"--out {out}: exists and is not a folder (eval writes eval.json and recall_curves.png "
+                             "into it)")
+        if not out.parent.is_dir():
+            raise InputError(f"--out {out}: its parent folder {out.parent} does not exist")
+    elif not Path(results).parent.is_dir():
+        raise InputError(f"{results}: no such folder")
+    wanted = None
+    if objects:
+        try:
+            wanted = {int(v) for v in objects.split(",")}
+        except ValueError:
+            raise InputError(f"--objects must be comma-separated object ids, got {objects!r}") from None
     report = evaluate(dataset, results, split=split, targets_path=targets, skip_bad_rows=skip_bad_rows,
-                      vsd="off" if no_vsd else "auto", adds_all=adds_all, progress=not quiet)
+                      vsd="off" if no_vsd else "auto", adds_all=adds_all, progress=not quiet, objects=wanted)
     name = Path(dataset).resolve().name
     typer.echo(format_table(report, dataset_name=name))
     if out is not None:

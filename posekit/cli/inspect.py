@@ -93,7 +93,7 @@ def _report(model, result, seconds: float) -> None:
     else:
         appearance = "none (a plain material is used)"
     echo(f"colours:     {appearance}")
-    echo(f"hash:        {model.mesh_hash}")
+    echo(f"mesh hash:   {model.mesh_hash}")
     if result is None:
         echo("symmetries:  not detected (--no-symmetry)")
     else:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from posekit.cli._common import guarded
+from posekit.cli._common import CENTER_HELP, guarded
 from posekit.errors import InputError
 
 models_app = typer.Typer(help="The model store: workspaces kept by mesh hash and method (POSEKIT_HOME moves it).",
@@ -17,14 +17,14 @@ def _mb(n: int) -> str:
     return f"{n / 2**20:.1f} MB"
 
 
-def _selected(cad: Path | None, units: str, method: str | None):
+def _selected(cad: Path | None, units: str, method: str | None, center: bool = False):
     from posekit.data.store import entries
 
     mesh_hash = None
     if cad is not None:
         from posekit.cad.load import load_model
 
-        mesh_hash = load_model(cad, units=units).mesh_hash
+        mesh_hash = load_model(cad, units=units, center=center).mesh_hash
     return entries(mesh_hash, method), mesh_hash
 
 
@@ -35,13 +35,14 @@ def list_models(
     cad: Path | None = typer.Option(None, "--cad", help="Only what is stored for this part."),
     method: str | None = typer.Option(None, "--method", help="Only this method (templates, aae, refine)."),
     units: str = typer.Option("auto", "--units", help="CAD units: mm | m | auto."),
+    center: bool = typer.Option(False, "--center", help=CENTER_HELP),
 ) -> None:
     """List the stored workspaces: method, preset, steps, date, size, and the parts each covers."""
     if ctx.invoked_subcommand is not None:
         return
     from posekit.data.store import store_root
 
-    found, mesh_hash = _selected(cad, units, method)
+    found, mesh_hash = _selected(cad, units, method, center)
     root = store_root()
     if not found:
         what = f" for {cad} (mesh hash {mesh_hash[:16]})" if cad else ""
@@ -61,6 +62,7 @@ def remove_models(
     cad: Path | None = typer.Option(None, "--cad", help="Remove what is stored for this part."),
     method: str | None = typer.Option(None, "--method", help="Only this method."),
     units: str = typer.Option("auto", "--units", help="CAD units: mm | m | auto."),
+    center: bool = typer.Option(False, "--center", help=CENTER_HELP),
     all_: bool = typer.Option(False, "--all", help="Remove every stored workspace."),
 ) -> None:
     """Remove stored workspaces of a part (--cad), of a method (--method), or all of them (--all)."""
@@ -68,7 +70,7 @@ def remove_models(
 
     if cad is None and method is None and not all_:
         raise InputError("say what to remove: --cad PART, --method NAME, or --all")
-    found, _ = _selected(cad, units, method)
+    found, _ = _selected(cad, units, method, center)
     for e in found:
         remove(e)
         typer.echo(f"removed {e.method} ({e.preset}) for {', '.join(e.names)}: {e.path}")

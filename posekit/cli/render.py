@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from posekit.cli._common import guarded, parse_size
+from posekit.cli._common import CENTER_HELP, guarded, parse_size
 from posekit.errors import InputError
 
 render_app = typer.Typer(
@@ -32,12 +32,12 @@ def _range(text: str | None, name: str, cast=float) -> tuple | None:
     return tuple(parts)
 
 
-def _load_models(paths: list[Path], units: str, what: str) -> list:
+def _load_models(paths: list[Path], units: str, what: str, center: bool = False) -> list:
     from posekit.cad.load import load_model
 
     models = []
     for i, p in enumerate(paths):
-        m = load_model(p, units=units, obj_id=i + 1 if what == "--cad" else None)
+        m = load_model(p, units=units, center=center, obj_id=i + 1 if what == "--cad" else None)
         models.append(m)
     return models
 
@@ -59,6 +59,7 @@ def render_command(
     shard: str | None = typer.Option(None, "--shard", help="i/n: render only images with index %% n == i "
                                      "(one folder per shard; join with `posekit render merge`)."),
     units: str = typer.Option("auto", "--units", help="CAD units: auto, mm or m."),
+    center: bool = typer.Option(False, "--center", help=CENTER_HELP),
     mode: str = typer.Option("random", "--mode", help="random (domain randomisation) or clean (object centred, "
                              "fixed distance, black background, fixed light)."),
     views: str = typer.Option("sphere", "--views", help="Rotations: sphere (uniform over SO(3)) or upper "
@@ -115,8 +116,8 @@ def render_command(
         raise InputError("posekit render needs at least one --cad FILE (see posekit render --help)")
     if out is None:
         raise InputError("posekit render needs --out DIR")
-    if count < 0:
-        raise InputError(f"--count must be >= 0, got {count}")
+    if count < 1:
+        raise InputError(f"--count must be at least 1 (images to render), got {count}")
     if workers < 1:
         raise InputError(f"--workers must be >= 1, got {workers}")
     if units not in ("auto", "mm", "m"):
@@ -142,8 +143,8 @@ def render_command(
         )
     except ValueError as exc:
         raise InputError(f"bad randomisation option: {exc}") from None
-    targets = _load_models(list(cad), units, "--cad")
-    extra = _load_models(list(distractors or []), units, "--distractors")
+    targets = _load_models(list(cad), units, "--cad", center)
+    extra = _load_models(list(distractors or []), units, "--distractors", center)
     job = RenderJob(targets=targets, camera=cam, count=count, seed=seed, config=config, distractors=extra,
                     backgrounds=bg, shard=shard_t)
     summary = run_job(job, out, workers=workers, flush_every=flush_every, progress=not quiet)

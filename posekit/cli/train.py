@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from posekit.cli._common import choose_preset, guarded, recent_loss, store_out
+from posekit.cli._common import CENTER_HELP, choose_preset, guarded, recent_loss, store_out
 from posekit.errors import InputError
 
 train_app = typer.Typer(
@@ -46,6 +46,7 @@ def train_aae_command(
     resume: bool = typer.Option(False, "--resume", help="Continue from WORKSPACE/checkpoints/last.pt."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     units: str = typer.Option("auto", "--units", help="CAD units: mm | m | auto."),
+    center: bool = typer.Option(False, "--center", help=CENTER_HELP),
     backgrounds: Path | None = typer.Option(None, "--backgrounds", help="Folder of background images mixed with "
                                             "the procedural ones."),
     seed: int = typer.Option(0, "--seed", help="Seed of the render cache, weights and augmentation."),
@@ -60,7 +61,7 @@ def train_aae_command(
     from posekit.train.loop import distributed_env, resolve_device
 
     resolve_device(device)  # a bad --device fails before any work
-    model = load_model(cad, units=units)
+    model = load_model(cad, units=units, center=center)
     out = out or store_out("aae", model.mesh_hash)
     chosen = _preset_for(preset, out, resume, device, steps)
     result = train_aae(model, out, chosen, resume=resume, device=device, seed=seed, backgrounds=backgrounds,
@@ -82,6 +83,7 @@ def aae_codebook_command(
     inplane: int | None = typer.Option(None, "--inplane", help="In-plane angles per view (default: the preset's)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     units: str = typer.Option("auto", "--units", help="CAD units: mm | m | auto."),
+    center: bool = typer.Option(False, "--center", help=CENTER_HELP),
 ) -> None:
     """(Re)build WORKSPACE/codebook.npz from the last checkpoint: codes of clean views x in-plane rotations."""
     from posekit.cad.load import load_model
@@ -100,7 +102,7 @@ def aae_codebook_command(
         cad = Path(recorded)
     if (views is not None and views <= 0) or (inplane is not None and inplane <= 0):
         raise InputError("--views and --inplane must be positive")
-    model = load_model(cad, units=units)
+    model = load_model(cad, units=units, center=center)
     path = rebuild_codebook(workspace, model, device=device, n_views=views, n_inplane=inplane)
     typer.echo(f"codebook: {path}")
 
@@ -120,6 +122,7 @@ def train_templates_command(
     size: int | None = typer.Option(None, "--size", help="Crop side in pixels the backbone sees (multiple of 8)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     units: str = typer.Option("auto", "--units", help="CAD units: mm | m | auto."),
+    center: bool = typer.Option(False, "--center", help=CENTER_HELP),
 ) -> None:
     """Build templates of --cad on the pretrained ImageNet backbone: a coarse stage with no training (about a
     minute on 2 CPU cores)."""
@@ -130,7 +133,7 @@ def train_templates_command(
 
     resolve_device(device)  # a bad --device fails before any work
     chosen = get_preset(preset).with_options(views, inplane, hemisphere, size)
-    model = load_model(cad, units=units)
+    model = load_model(cad, units=units, center=center)
     out = out or store_out("templates", model.mesh_hash)
     check_output(out, model)
     path, seconds = build_workspace(model, out, chosen, device=device)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from posekit.cli._common import choose_preset, guarded, recent_loss, store_out
+from posekit.cli._common import CENTER_HELP, choose_preset, guarded, recent_loss, store_out
 
 
 def _preset(name: str, out: Path, resume: bool, device: str):
@@ -34,6 +34,7 @@ def train_refine_command(
     resume: bool = typer.Option(False, "--resume", help="Continue from WORKSPACE/checkpoints/last.pt."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     units: str = typer.Option("auto", "--units", help="CAD units: mm | m | auto."),
+    center: bool = typer.Option(False, "--center", help=CENTER_HELP),
     data: Path | None = typer.Option(None, "--data", help="Train on a BOP dataset with masks (e.g. `posekit render` "
                                      "output) instead of patches rendered on the fly; needs obj_XXXXXX CAD names."),
     seed: int = typer.Option(0, "--seed", help="Seed of the weights and the training stream."),
@@ -59,7 +60,7 @@ def train_refine_command(
     models = []
     for path in cad:
         match = re.search(r"obj_0*(\d+)", path.stem)
-        models.append(load_model(path, units=units, obj_id=int(match.group(1)) if match else None))
+        models.append(load_model(path, units=units, center=center, obj_id=int(match.group(1)) if match else None))
     out = out or store_out("refine", [m.mesh_hash for m in models])
     chosen = _preset(preset, out, resume, device)
     result = train_refiner(models, out, chosen, steps=steps, resume=resume, device=device, data=data, seed=seed,

@@ -44,3 +44,48 @@ class PoseEstimate:
         from posekit.geometry.transforms import to_matrix4
 
         return to_matrix4(self.R, self.t)
+
+
+@dataclass
+class RefineRun:
+    """Poses after each iteration and what they cost.
+
+    R (iters + 1, B, 3, 3), t (iters + 1, B, 3) mm; index 0 holds the initial poses.
+    times / render_times / network_times (iters,): seconds of each iteration for the whole batch.
+    mask_probs (B, h, w): the network's observed visible mask of the last iteration, in the crop
+    ``windows`` (B, 4) (x0, y0, w, h, image pixels) whose intrinsics are ``K_crops`` (B, 3, 3).
+    """
+
+    R: np.ndarray
+    t: np.ndarray
+    times: list[float] = field(default_factory=list)
+    render_times: list[float] = field(default_factory=list)
+    network_times: list[float] = field(default_factory=list)
+    mask_probs: np.ndarray | None = None
+    windows: np.ndarray | None = None
+    K_crops: np.ndarray | None = None
+    scores: np.ndarray | None = None  # (iters + 1, B) agreement of each iterate with the image (``score=``)
+
+    @property
+    def best(self) -> np.ndarray:
+        """(B,) index of the iterate to keep: the best-scored one when scored, else the last."""
+        if self.scores is None:
+            return np.full(self.R.shape[1], len(self.R) - 1, dtype=np.int64)
+        return np.argmax(self.scores, axis=0)
+
+    @property
+    def final(self) -> tuple[np.ndarray, np.ndarray]:
+        """The kept poses (B, 3, 3), (B, 3): the best-scored iterate per detection, or the last iteration's."""
+        b = self.best
+        i = np.arange(self.R.shape[1])
+        return self.R[b, i], self.t[b, i]
+
+    def history(self, i: int) -> list[dict]:
+        """Detection ``i``'s pose after each iteration, JSON-ready (``PoseEstimate.history`` entries)."""
+        out = []
+        for k in range(len(self.R)):
+            e = {"iteration": k, "R": self.R[k, i].reshape(-1).tolist(), "t": self.t[k, i].tolist()}
+            if k > 0:
+                e["time"] = float(self.times[k - 1])
+            out.append(e)
+        return out

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from posekit.cad.model import ObjectModel
-from posekit.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -66,26 +65,28 @@ def build_store_templates(obj: ObjectModel, device: str = "auto", preset: str = 
                         f"in the model store: {path}")
 
 
-def find_refiner(models: list[ObjectModel], refine: str, refiner_ws: Path | None) -> tuple[Path | None, Choice, Missing | None]:
-    """The refiner workspace: --refiner, else (for --refine auto|deepim) a stored one covering every part."""
+def find_refiner(models: list[ObjectModel], refine: str,
+                 refiner_ws: Path | None) -> tuple[str | None, Path | None, Choice, Missing | None]:
+    """(kind, workspace, choice, missing): ``features`` needs nothing; ``deepim`` / ``auto`` take --refiner, else a
+    stored refiner covering every part (``auto`` falls back to none, ``deepim`` reports it missing)."""
     from posekit.data import store
 
     if refine == "none":
-        return None, Choice("refine", "none (--refine none)"), None
+        return None, None, Choice("refine", "none (--refine none)"), None
+    if refine == "features":
+        return "features", None, Choice("refine", "features: search on the pretrained backbone's maps (no training)"), None
     if refiner_ws is not None:
-        return refiner_ws, Choice("refine", f"deepim {refiner_ws} (--refiner)"), None
+        return "deepim", refiner_ws, Choice("refine", f"deepim {refiner_ws} (--refiner)"), None
     found = [e for e in store.entries(method="refine") if all(e.covers(m.mesh_hash) for m in models)]
     if found:
         e = found[0]
-        return e.path, Choice("refine", f"deepim ({e.preset}, {e.steps} steps) from the model store: {e.path}"), None
+        return "deepim", e.path, Choice("refine", f"deepim ({e.preset}, {e.steps} steps) from the model store: "
+                                        f"{e.path}"), None
     names = " ".join(f"--cad {m.source or m.name}" for m in models)
     if refine == "deepim":
-        return None, Choice("refine", "deepim"), Missing(
+        return None, None, Choice("refine", "deepim"), Missing(
             "a refiner for this part", f"`posekit train refine {names}` (or --refiner WORKSPACE)")
-    return None, Choice("refine", "none (no refiner in the model store covers this part; "
-                        f"`posekit train refine {names}` makes one)"), None
+    return None, None, Choice("refine", "none (no refiner in the model store covers this part; "
+                              f"`posekit train refine {names}` makes one; --refine features needs none)"), None
 
 
-def check_refine_value(refine: str, allowed: tuple[str, ...]) -> None:
-    if refine not in allowed:
-        raise InputError(f"--refine must be one of {', '.join(allowed)}, got {refine!r}")

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from posekit.errors import InputError
 from posekit.eval import metrics as M
 
 # ------------------------------------------------------------------------------------------ settings
@@ -176,6 +177,7 @@ class EvalReport:
     n_estimates: int
     n_estimates_evaluated: int
     n_estimates_ignored: int
+    n_targets_without_estimate: int
     n_bad_rows: int
     bad_rows: list[str]
     vsd_available: bool
@@ -301,7 +303,7 @@ def _recall(targets: list[TargetErrors], name: str, thresholds: np.ndarray, diam
 
 def evaluate(dataset_root: str | Path, results_path: str | Path, split: str = "test",
              targets_path: str | Path | None = None, skip_bad_rows: bool = False, vsd: str = "auto",
-             adds_all: bool = False, progress: bool = True) -> EvalReport:
+             adds_all: bool = False, progress: bool = True, objects: set[int] | None = None) -> EvalReport:
     """Evaluate a BOP results CSV against a BOP dataset's ground truth (see the module docstring).
 
     ``vsd``: "auto" computes VSD when every target image has a depth image (else reports it as not
@@ -316,7 +318,14 @@ def evaluate(dataset_root: str | Path, results_path: str | Path, split: str = "t
     clock = {"start": time.perf_counter()}
     ds = BopDataset(dataset_root)
     targets = ds.targets(targets_path, split=split)
+    if objects:
+        unknown = sorted(set(objects) - {t.obj_id for t in targets})
+        if unknown:
+            raise InputError(f"--objects {', '.join(map(str, unknown))}: no targets of such objects in {ds.root}")
+        targets = [t for t in targets if t.obj_id in objects]
     estimates, bad = read_results(results_path, skip_bad_rows=skip_bad_rows)
+    if not estimates:
+        raise InputError(f"{results_path}: holds no estimates (an empty results file is not a result of zero)")
     clock["read"] = time.perf_counter()
 
     by_key: dict[tuple[int, int, int], list] = defaultdict(list)
@@ -451,6 +460,7 @@ def evaluate(dataset_root: str | Path, results_path: str | Path, split: str = "t
         n_estimates=len(estimates),
         n_estimates_evaluated=int(sum(len(r.scores) for r in records)),
         n_estimates_ignored=n_ignored,
+        n_targets_without_estimate=int(sum(1 for r in records if len(r.scores) == 0)),
         n_bad_rows=len(bad),
         bad_rows=[str(b) for b in bad[:20]],
         vsd_available=vsd_on,

@@ -23,6 +23,18 @@ def _pct(v: float | None) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100.0 * v:.1f}"
 
 
+def _frac(v: float | None) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+
+#: how each column is printed: recalls in %, average recalls (AR) as fractions (as BOP reports them)
+_FORMATS = [_pct] * 5 + [_frac] * 4
+
+
+def _cells(values: list[float | None]) -> list[str]:
+    return [f(v) for f, v in zip(_FORMATS, values, strict=True)]
+
+
 def _row_values(report: EvalReport, obj_id: int | None) -> list[float | None]:
     """Table values of one object (or all targets pooled when ``obj_id`` is None)."""
     def rec(name: str, i: int) -> float | None:
@@ -45,11 +57,11 @@ def format_table(report: EvalReport, dataset_name: str = "") -> str:
     rows: list[list[str]] = []
     for o in report.obj_ids:
         label = f"{o} {names.get(o, '')}".strip() + (" *" if report.symmetric.get(o) else "")
-        rows.append([label, str(report.gt_count.get(o, 0))] + [_pct(v) for v in _row_values(report, o)])
+        rows.append([label, str(report.gt_count.get(o, 0))] + _cells(_row_values(report, o)))
     per_obj = np.array([[np.nan if v is None else v for v in _row_values(report, o)] for o in report.obj_ids])
     means = [None if np.all(np.isnan(col)) else float(np.nanmean(col)) for col in per_obj.T] if len(per_obj) else []
-    rows.append(["mean (objects)", str(sum(report.gt_count.values()))] + [_pct(v) for v in means])
-    rows.append(["all targets", str(sum(report.gt_count.values()))] + [_pct(v) for v in _row_values(report, None)])
+    rows.append(["mean (objects)", str(sum(report.gt_count.values()))] + (_cells(means) if means else []))
+    rows.append(["all targets", str(sum(report.gt_count.values()))] + _cells(_row_values(report, None)))
     header = ["object", "targets"] + COLUMNS
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
 
@@ -61,10 +73,12 @@ def format_table(report: EvalReport, dataset_name: str = "") -> str:
     out.append("  ".join("-" * w for w in widths))
     out += [line(r) for r in rows[-2:]]
     notes = [
-        "recall in %; * = symmetric object (ADD-S, MSSD/MSPD over its symmetries); d = diameter",
+        "recall in %, AR as fractions (0-1); * = symmetric object (ADD-S, MSSD/MSPD over its symmetries); d = diameter",
         f"VSD: {report.vsd_note}",
         f"estimates: {report.n_estimates} read, {report.n_estimates_evaluated} evaluated "
         f"(top inst_count per target), {report.n_estimates_ignored} for non-targets ignored",
+        f"targets: {report.n_targets} of objects {', '.join(map(str, report.obj_ids))}; "
+        f"{report.n_targets_without_estimate} had no estimate (counted as misses)",
     ]
     if report.n_bad_rows:
         notes.append(f"bad rows skipped: {report.n_bad_rows} (first: {report.bad_rows[0]})")
@@ -98,6 +112,7 @@ def report_to_dict(report: EvalReport) -> dict:
             "estimates_read": report.n_estimates,
             "estimates_evaluated": report.n_estimates_evaluated,
             "estimates_ignored_non_target": report.n_estimates_ignored,
+            "targets_without_estimate": report.n_targets_without_estimate,
             "bad_rows_skipped": report.n_bad_rows,
             "bad_rows_first": report.bad_rows,
         },

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from posekit.cad.model import ObjectModel
 from posekit.data.types import PoseEstimate
 from posekit.geometry.camera import Camera
 from posekit.render.views import align_optical_axis
@@ -81,3 +82,13 @@ def poses_from_entries(entries: ViewEntries, boxes_xywh: np.ndarray, camera: Cam
     return [[PoseEstimate(obj_id=obj_id, R=R[i * k + j], t=t[i * k + j], score=float(scores[i, j]),
                           time=time_per_box, timings=dict(timings)) for j in range(k)]
             for i in range(len(boxes))]
+
+
+def center_hint(config: dict, model: ObjectModel) -> str:
+    """' (made with --center ...)' where the workspace and the model differ only in re-centring, else ''."""
+    made = bool(config.get("object", {}).get("centered", False))
+    now = model.center_shift is not None
+    if made == now:
+        return ""
+    return " (the workspace was made with --center: pass it here too)" if made else \
+        " (the workspace was made without --center: leave it out)"

@@ -51,11 +51,13 @@ from posekit.render.scenes import RandomizationConfig, SceneSample, image_rng, s
 JOB_FILE = "posekit_render_job.json"
 SPLIT = "train_synt"
 IMAGES_PER_SCENE = 1000
-JOB_VERSION = 1
+JOB_VERSION = 2  # 2: targets record mesh_hash and render_hash (was "hash")
 
 
 def model_content_hash(model: ObjectModel) -> str:
-    """SHA-256 of the geometry and colours actually rendered (vertices mm, faces, vertex colours)."""
+    """SHA-256 of the geometry and colours actually rendered (vertices mm, faces, vertex colours): the job spec's
+    ``render_hash``, beside the part's ``mesh_hash`` (the identity `posekit inspect` prints and workspaces record,
+    which leaves colours out)."""
     h = hashlib.sha256()
     for a in (model.vertices, model.faces, model.vertex_colors):
         if a is not None:
@@ -144,9 +146,12 @@ class RenderJob:
             "seed": int(self.seed),
             "size": [self.camera.width, self.camera.height],
             "cam_K": [float(v) for v in K.reshape(-1)],
-            "targets": [{"obj_id": i + 1, "name": m.name, "hash": model_content_hash(m)}
+            # mesh_hash: the part's identity (what `posekit inspect` prints, what workspaces record);
+            # render_hash: what is drawn (geometry and vertex colours), which a resume must match
+            "targets": [{"obj_id": i + 1, "name": m.name, "mesh_hash": m.mesh_hash, "render_hash": model_content_hash(m)}
                         for i, m in enumerate(self.targets)],
-            "distractors": [{"name": m.name, "hash": model_content_hash(m)} for m in self.distractors],
+            "distractors": [{"name": m.name, "mesh_hash": m.mesh_hash, "render_hash": model_content_hash(m)}
+                            for m in self.distractors],
             "backgrounds": None if self.backgrounds is None else self.backgrounds.content_hash(),
             "randomization": self.config.to_json(),
             "images_per_scene": IMAGES_PER_SCENE,

@@ -152,6 +152,10 @@ def distributed_env() -> tuple[int, int, int]:
     return rank, world, local
 
 
+#: the loss curve is first drawn after this many steps of a run (then at every checkpoint and sample)
+FIRST_CURVE_STEPS = 20
+
+
 def refuse_existing_checkpoint(out_dir: str | Path, resume: bool) -> None:
     """InputError when ``out_dir`` already holds a checkpoint and ``resume`` is off.
 
@@ -165,6 +169,15 @@ def refuse_existing_checkpoint(out_dir: str | Path, resume: bool) -> None:
             f"{ckpt_file}: a checkpoint (step {state.get('step')}) is already there; "
             "pass --resume to continue it or choose another --out"
         )
+
+
+def refuse_missing_checkpoint(out_dir: str | Path) -> None:
+    """InputError for --resume where there is nothing to resume (a trainer's command would otherwise start afresh
+    in silence; the loop itself allows it, for scripts that resume whatever is there)."""
+    ckpt_file = checkpoint_path(out_dir)
+    if not ckpt_file.is_file():
+        raise InputError(f"{out_dir}: nothing to resume (no checkpoints/last.pt there); leave out --resume to start "
+                         "a new run")
 
 
 def checkpoint_path(out_dir: str | Path) -> Path:
@@ -248,11 +261,14 @@ def train(task: TrainTask, cfg: TrainConfig, optimizer: torch.optim.Optimizer | 
         )
         result.checkpoint = ckpt_file
 
+    def write_curves() -> None:
+        if is_main and result.steps:
+            result.curves = plot_loss_curve(result.steps, result.losses, curves_file)
+
     def write_pictures(batch: Any) -> None:
         if not is_main:
             return
-        if result.steps:
-            result.curves = plot_loss_curve(result.steps, result.losses, curves_file)
+        write_curves()
         if batch is not None:
             model.eval()
             with torch.no_grad():
@@ -277,6 +293,7 @@ def train(task: TrainTask, cfg: TrainConfig, optimizer: torch.optim.Optimizer | 
     # step boundary, where the checkpoint is exact. A second one stops at once (the phase logic below then
     # keeps the checkpoint as consistent as the interrupted step allows).
     phase, snapshot, step_before, local_loss = "done", None, result.step, float("nan")
+    step_before_run = result.step
     stop_requested: list[bool] = []
 
     def on_sigint(signum, frame):
@@ -324,6 +341,8 @@ def train(task: TrainTask, cfg: TrainConfig, optimizer: torch.optim.Optimizer | 
                 write_checkpoint()
             if cfg.sample_every and result.step % cfg.sample_every == 0:
                 write_pictures(batch)
+            elif result.step == step_before_run + FIRST_CURVE_STEPS or result.step % cfg.checkpoint_every == 0:
+                write_curves()  # a person sees the loss falling early, and at every checkpoint
     except KeyboardInterrupt:
         if phase == "started":  # the weights are untouched: undo the batch's draws from the RNGs
             ctx.generator.set_state(snapshot[0])
@@ -336,6 +355,11 @@ def train(task: TrainTask, cfg: TrainConfig, optimizer: torch.optim.Optimizer | 
             result.steps.append(result.step)
             result.losses.append(local_loss)
         write_checkpoint()  # keep what was learned; --resume continues exactly from here
+        write_curves()
+        if is_main:
+            argv = [a for a in sys.argv[1:] if a != "--resume"]
+            print(f"posekit: saved step {result.step} to {ckpt_file}; continue with: posekit {' '.join(argv)} --resume",
+                  file=sys.stderr)
         raise
     finally:
         if previous_handler is not None:

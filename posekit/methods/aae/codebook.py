@@ -30,6 +30,7 @@ from posekit.geometry.boxcrop import crop_boxes
 from posekit.methods.aae.network import AugmentedAutoencoder
 from posekit.methods.aae.pose import estimate_poses
 from posekit.methods.aae.presets import AaePreset
+from posekit.methods.viewbased import center_hint
 
 CODEBOOK_NAME = "codebook.npz"
 
@@ -203,7 +204,7 @@ class AaeWorkspace:
         if model.mesh_hash != self.mesh_hash:
             name = model.source or model.name
             raise InputError(f"workspace {self.path} was trained for mesh hash {self.mesh_hash} "
-                             f"but {name} has {model.mesh_hash}")
+                             f"but {name} has {model.mesh_hash}{center_hint(self.config, model)}")
 
 
 def load_network(path: Path, preset: AaePreset, device: torch.device) -> tuple[AugmentedAutoencoder, int]:

@@ -30,6 +30,7 @@ from posekit.train.loop import (
     TrainResult,
     distributed_env,
     refuse_existing_checkpoint,
+    refuse_missing_checkpoint,
     resolve_device,
     train,
 )
@@ -187,6 +188,7 @@ def write_config(workspace: Path, model: ObjectModel, preset: AaePreset, distanc
         "method": "aae",
         "preset": preset.to_dict(),
         "object": {"name": model.name, "obj_id": model.obj_id, "diameter": float(model.diameter),
+                   "centered": model.center_shift is not None,
                    "cad": str(Path(model.source).resolve()) if model.source else None},
         "mesh_hash": model.mesh_hash,
         "render": {"distance": float(distance), "K": np.asarray(K).tolist(), "size": preset.render_size},
@@ -238,6 +240,8 @@ def train_aae(
     if ws.exists() and not ws.is_dir():
         raise InputError(f"{ws}: exists and is not a folder (--out must be a workspace folder)")
     check_workspace_mesh(ws, model)
+    if resume:
+        refuse_missing_checkpoint(ws)
     refuse_existing_checkpoint(ws, resume)  # before the cache or config.json is touched
     ws.mkdir(parents=True, exist_ok=True)
     threads = None if os.environ.get("OMP_NUM_THREADS") else preset.threads

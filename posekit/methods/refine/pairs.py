@@ -17,7 +17,7 @@ after it is the same code as at test time, where the "patch" is the whole photo:
 :func:`make_pairs` builds the network input: the zoom window from the *initial* pose
 (``zoom_window``, centred on the projected model origin, ``preset.window_scale`` x the projected
 extent), the observed crop (``crop_images``), the rendering at the initial pose straight into
-the crop's K (``render_crops``), and the labels.
+the crop's K (:func:`posekit.render.crops.render_in_crops`), and the labels.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from posekit.geometry.camera import Camera
 from posekit.geometry.crop import crop_images, crop_intrinsics, zoom_window
 from posekit.geometry.rotations import random_rotations, so3_exp
 from posekit.methods.refine.presets import RefinePreset
+from posekit.render.crops import render_in_crops
 
 #: The observed patch is rendered/cropped this many times the zoom window (room for pose noise).
 PATCH_SCALE_RATIO = 1.8
@@ -379,30 +380,6 @@ class PairBatch:
     windows: torch.Tensor
 
 
-def render_crops(renderer, objects: list[RefineObject], obj_index, R, t, K_crops, size: tuple[int, int]):
-    """Render each object at its pose straight into its crop camera: rgb (B, 3, H, W), mask (B, 1, H, W) in [0, 1].
-
-    ``renderer`` is a pyrender ``OffscreenRenderer`` (one render per crop) or a ``DiffRenderer``
-    built over ``[o.render_model for o in objects]`` with image_size ``size`` (one batched call).
-    """
-    from posekit.render.diff import DiffRenderer
-
-    W, H = size
-    if isinstance(renderer, DiffRenderer):
-        out = renderer.render(torch.as_tensor(np.asarray(R)), torch.as_tensor(np.asarray(t)),
-                              torch.as_tensor(np.asarray(K_crops)), torch.as_tensor(np.asarray(obj_index)),
-                              modes=("silhouette", "rgb"))
-        return out["rgb"].permute(0, 3, 1, 2), out["silhouette"][:, None]
-    from posekit.render.types import RenderObject
-
-    rgbs, masks = [], []
-    for i, Rb, tb, Kb in zip(np.asarray(obj_index), np.asarray(R), np.asarray(t), np.asarray(K_crops), strict=True):
-        res = renderer.render(Camera(Kb, W, H), [RenderObject(objects[int(i)].render_model, Rb, tb)], with_masks=False)
-        rgbs.append(torch.from_numpy(res.rgb).permute(2, 0, 1).float() / 255.0)
-        masks.append(torch.from_numpy(res.labels > 0)[None].float())
-    return torch.stack(rgbs), torch.stack(masks)
-
-
 def zoom_windows(objects: list[RefineObject], obj_index, R, t, K, preset: RefinePreset) -> np.ndarray:
     """(B, 4) zoom windows (x0, y0, w, h) of the poses (R, t) in images of intrinsics K (B, 3, 3)."""
     W, H = preset.crop_size
@@ -436,7 +413,7 @@ def make_pairs(images: torch.Tensor, K_images: np.ndarray, R_src: np.ndarray, t_
     wt = torch.as_tensor(win, dtype=torch.float32)
     obs = crop_images(images, wt.to(images.device), size)
     vis = crop_images(masks, wt.to(masks.device), size) if masks is not None else None
-    rgb, rmask = render_crops(renderer, objects, obj_index, R_src, t_src, Kc, size)
+    rgb, rmask = render_in_crops(renderer, [o.render_model for o in objects], obj_index, R_src, t_src, Kc, size)
     rgb, rmask = rgb.to(obs.device), rmask.to(obs.device)
     if gen is not None:
         rgb = _jitter_rendering(rgb.to(gen.device), gen).to(obs.device)
@@ -455,5 +432,5 @@ def make_pairs(images: torch.Tensor, K_images: np.ndarray, R_src: np.ndarray, t_
 
 __all__ = [
     "RefineObject", "prepare_object", "ObservedBatch", "SyntheticObserved", "PooledObserved", "BopObserved", "perturb_poses",
-    "PairBatch", "make_pairs", "render_crops", "zoom_windows", "DEFAULT_CAMERA", "torch_rng",
+    "PairBatch", "make_pairs", "zoom_windows", "DEFAULT_CAMERA", "torch_rng",
 ]

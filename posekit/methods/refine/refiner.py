@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,64 +23,20 @@ import torch
 import torch.nn.functional as F
 
 from posekit.cad.model import ObjectModel
-from posekit.data.types import Observation
+from posekit.data.types import Observation, RefineRun
 from posekit.errors import InputError
 from posekit.geometry.crop import crop_images, crop_intrinsics
 from posekit.methods.refine.network import RefineNet, mask_probabilities
-from posekit.methods.refine.pairs import RefineObject, prepare_object, render_crops, zoom_windows
+from posekit.methods.refine.pairs import RefineObject, prepare_object, zoom_windows
 from posekit.methods.refine.presets import RefinePreset
 from posekit.methods.refine.train import read_config
 from posekit.methods.refine.update import apply_update
+from posekit.render.crops import render_in_crops
 from posekit.train.checkpoint import load_weights
 from posekit.train.loop import checkpoint_path, resolve_device
 
 RENDERERS = ("auto", "pyrender", "pytorch3d")
 SCORES = (None, "mask", "edges")
-
-
-@dataclass
-class RefineRun:
-    """Poses after each iteration and what they cost.
-
-    R (iters + 1, B, 3, 3), t (iters + 1, B, 3) mm; index 0 holds the initial poses.
-    times / render_times / network_times (iters,): seconds of each iteration for the whole batch.
-    mask_probs (B, h, w): the network's observed visible mask of the last iteration, in the crop
-    ``windows`` (B, 4) (x0, y0, w, h, image pixels) whose intrinsics are ``K_crops`` (B, 3, 3).
-    """
-
-    R: np.ndarray
-    t: np.ndarray
-    times: list[float] = field(default_factory=list)
-    render_times: list[float] = field(default_factory=list)
-    network_times: list[float] = field(default_factory=list)
-    mask_probs: np.ndarray | None = None
-    windows: np.ndarray | None = None
-    K_crops: np.ndarray | None = None
-    scores: np.ndarray | None = None  # (iters + 1, B) agreement of each iterate with the image (``score=``)
-
-    @property
-    def best(self) -> np.ndarray:
-        """(B,) index of the iterate to keep: the best-scored one when scored, else the last."""
-        if self.scores is None:
-            return np.full(self.R.shape[1], len(self.R) - 1, dtype=np.int64)
-        return np.argmax(self.scores, axis=0)
-
-    @property
-    def final(self) -> tuple[np.ndarray, np.ndarray]:
-        """The kept poses (B, 3, 3), (B, 3): the best-scored iterate per detection, or the last iteration's."""
-        b = self.best
-        i = np.arange(self.R.shape[1])
-        return self.R[b, i], self.t[b, i]
-
-    def history(self, i: int) -> list[dict]:
-        """Detection ``i``'s pose after each iteration, JSON-ready (``PoseEstimate.history`` entries)."""
-        out = []
-        for k in range(len(self.R)):
-            e = {"iteration": k, "R": self.R[k, i].reshape(-1).tolist(), "t": self.t[k, i].tolist()}
-            if k > 0:
-                e["time"] = float(self.times[k - 1])
-            out.append(e)
-        return out
 
 
 def _sobel(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,7 +77,7 @@ def _image_tensor(image: np.ndarray, device) -> torch.Tensor:
     a = np.asarray(image)
     if a.ndim == 2:
         a = np.repeat(a[..., None], 3, axis=2)
-    x = torch.from_numpy(np.ascontiguousarray(a[..., :3])).to(device).permute(2, 0, 1).float()
+    x = torch.from_numpy(np.array(a[..., :3], copy=True)).to(device).permute(2, 0, 1).float()  # the image may be read-only
     return (x / 255.0 if a.dtype == np.uint8 else x)[None]
 
 
@@ -292,7 +247,7 @@ class Refiner:
             win = zoom_windows(self.objects, idx, R, t, K, self.preset)
             Kc = crop_intrinsics(np.asarray(K, np.float64), win, size)
             obs = crop_images(img.expand(B, -1, -1, -1), torch.as_tensor(win, dtype=torch.float32, device=self.device), size)
-            rgb, mask = render_crops(renderer, self.objects, idx, R, t, Kc, size)
+            rgb, mask = render_in_crops(renderer, [o.render_model for o in self.objects], idx, R, t, Kc, size)
             t1 = time.perf_counter()
             last = k > iters  # the extra pass only scores the last pose
             if score == "edges":

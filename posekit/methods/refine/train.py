@@ -49,6 +49,7 @@ from posekit.train.loop import (
     checkpoint_path,
     distributed_env,
     refuse_existing_checkpoint,
+    refuse_missing_checkpoint,
     resolve_device,
     train,
 )
@@ -137,6 +138,7 @@ class RefineTrainTask:
 def object_record(model: ObjectModel) -> dict:
     return {
         "name": model.name, "obj_id": model.obj_id, "mesh_hash": model.mesh_hash, "diameter": float(model.diameter),
+        "centered": model.center_shift is not None,
         "cad": str(Path(model.source).resolve()) if model.source else None,
         "models_info": model.models_info_entry(),
     }
@@ -242,6 +244,8 @@ def train_refiner(
     photos = None
     if backgrounds is not None:  # read before anything is written: a bad folder leaves no workspace
         photos = SyntheticObserved.load_photos(backgrounds, preset)
+    if resume:
+        refuse_missing_checkpoint(ws)
     refuse_existing_checkpoint(ws, resume)  # before config.json is touched
     rank, world, local = distributed_env()
     dev = resolve_device(device, local)

@@ -27,7 +27,7 @@ from posekit.features.similarity import cell_normalise, fold_references, mask_we
 from posekit.geometry.boxcrop import crop_boxes
 from posekit.geometry.camera import Camera
 from posekit.methods.templates.presets import TemplatePreset
-from posekit.methods.viewbased import ViewEntries, image_tensor, poses_from_entries
+from posekit.methods.viewbased import ViewEntries, center_hint, image_tensor, poses_from_entries
 from posekit.render.centred import render_camera, render_crops
 from posekit.render.views import fibonacci_sphere, inplane_rotation, look_at_rotation
 
@@ -173,6 +173,7 @@ def build_workspace(model: ObjectModel, out: str | Path, preset: TemplatePreset,
         "method": METHOD,
         "preset": preset.to_dict(),
         "object": {"name": model.name, "obj_id": model.obj_id, "diameter": float(model.diameter),
+                   "centered": model.center_shift is not None,
                    "cad": str(Path(model.source).resolve()) if model.source else None},
         "mesh_hash": model.mesh_hash,
         "backbone": {"network": "efficientnet-lite0 (ImageNet)", "map": preset.feature,
@@ -206,7 +207,7 @@ class TemplateWorkspace:
     def check_mesh(self, model: ObjectModel) -> None:
         if model.mesh_hash != self.mesh_hash:
             raise InputError(f"templates workspace {self.path} was built for mesh hash {self.mesh_hash} "
-                             f"but {model.source or model.name} has {model.mesh_hash}")
+                             f"but {model.source or model.name} has {model.mesh_hash}{center_hint(self.config, model)}")
 
     def crop(self, images: torch.Tensor, boxes_xywh) -> tuple[torch.Tensor, np.ndarray]:
         return crop_boxes(images.to(self.device), boxes_xywh, self.preset.image_size, self.preset.crop_pad)
