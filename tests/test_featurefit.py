@@ -15,7 +15,7 @@ from scipy.spatial.transform import Rotation
 def _perturbed(scenes, seed=0, angle=10.0, shift=(6.0, -6.0, 0.0)):
     rng = np.random.default_rng(seed)
     out = []
-    for img, box, R, t in scenes:
+    for img, _box, R, t in scenes:
         axis = rng.normal(size=3)
         axis /= np.linalg.norm(axis)
         out.append((img, Rotation.from_rotvec(axis * np.radians(angle)).as_matrix() @ R, t + np.asarray(shift), R, t))
