@@ -102,9 +102,10 @@ def speed(preset_name: str, repeats: int) -> str:
     return "\n".join(lines)
 
 
-def _eval(results: Path, out: Path) -> dict:
-    """`posekit eval` on lmo-dev -> its eval.json."""
-    run_posekit("eval", "--dataset", str(lmo_dev()), "--results", str(results), "--out", str(out), "--quiet")
+def _eval(results: Path, out: Path, objects: list[int] | None = None) -> dict:
+    """`posekit eval` on lmo-dev (only ``objects``' targets when given) -> its eval.json."""
+    extra = ["--objects", ",".join(map(str, objects))] if objects else []
+    run_posekit("eval", "--dataset", str(lmo_dev()), "--results", str(results), "--out", str(out), "--quiet", *extra)
     return json.loads((out / "eval.json").read_text())
 
 
@@ -284,7 +285,7 @@ def perturbed(refiner_ws: Path, out_dir: Path, iters: tuple[int, ...] = (1, 2, 4
         for k, ests in per_iter.items():
             tag = f"noise{li}_it{k}"
             res = write_results(out_dir / f"results_{tag}.csv", ests)
-            adds, mssd, mspd = _summary(_eval(res, out_dir / f"eval_{tag}"))
+            adds, mssd, mspd = _summary(_eval(res, out_dir / f"eval_{tag}", objects))
             e = np.array(errs[k])
             re = np.median(e[e[:, 2] == 0, 0])
             te = np.median(e[:, 1])

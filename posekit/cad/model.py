@@ -73,6 +73,17 @@ class ObjectModel:
             kwargs["vertex_colors"] = (rgba * 255).astype(np.uint8)
         return trimesh.Trimesh(self.vertices, self.faces, process=False, **kwargs)
 
+    def workspace_record(self) -> dict:
+        """What a trained workspace records of each part it covers (identity, CAD path, BOP models_info entry)."""
+        from pathlib import Path
+
+        return {
+            "name": self.name, "obj_id": self.obj_id, "mesh_hash": self.mesh_hash, "diameter": float(self.diameter),
+            "centered": self.center_shift is not None,
+            "cad": str(Path(self.source).resolve()) if self.source else None,
+            "models_info": self.models_info_entry(),
+        }
+
     def models_info_entry(self) -> dict:
         """This model's entry in a BOP models_info.json (diameter, bbox, symmetries)."""
         lo, size = self.bbox_min, self.bbox_size

@@ -9,9 +9,15 @@ from pathlib import Path
 import typer
 
 from posekit.cli._common import CENTER_HELP, guarded
-from posekit.errors import InputError
+from posekit.errors import InputError, PosekitError
 
-METHODS = ("auto", "templates", "aae")
+
+class NotFound(PosekitError):
+    """The detector found nothing: exit code 1 (the input was fine, the part is not seen)."""
+
+    exit_code = 1
+
+METHODS = ("auto", "templates", "aae", "regress")
 REFINERS = ("auto", "none", "deepim", "features")
 SCORE_MODES = {"mask": "deepim", "edges": "deepim", "features": "features"}  # --score: the refiner it needs
 
@@ -54,7 +60,11 @@ def estimate(
     bbox: list[str] | None = typer.Option(None, "--bbox", help="Detection box x,y,w,h in pixels; repeat it for several instances of the part (estimated and refined as one batch)."),
     camera: Path | None = typer.Option(None, "--camera", help="camera.json (fx, fy, cx, cy[, width, height]) or a file with cam_K."),
     K: str | None = typer.Option(None, "--K", help="Intrinsics fx,fy,cx,cy (instead of --camera)."),
-    method: str = typer.Option("auto", "--method", help="Coarse method: templates, aae, or auto (what the --model workspace holds)."),
+    method: str = typer.Option("auto", "--method", help="Coarse method: templates, aae, regress (the detector's own regressed poses), or auto (what the --model workspace holds)."),
+    detector: Path | None = typer.Option(None, "--detector", help="Detector workspace from `posekit train regress`: finds the part when no --bbox is given (default: one from the model store)."),
+    det_score: float = typer.Option(0.5, "--det-score", min=0.0, max=1.0, help="Detections below this score are dropped."),
+    det_top_k: int | None = typer.Option(None, "--det-top-k", min=1, help="At most this many detections per object (default: all above --det-score)."),
+    detections_out: Path | None = typer.Option(None, "--detections-out", help="Write the detections used as a BOP'22 detections JSON (scene_id, image_id, category_id, bbox, score, time)."),
     top_k: int = typer.Option(1, "--top-k", min=1, help="Hypotheses to report (templates / codebook neighbours): the best is the pose, the others are listed as alternatives in the JSON."),
     refine: str = typer.Option("auto", "--refine", help="Refiner: auto (the --refiner, else one from the model store "
                                "that covers the part, else none), none, deepim, or features (search on pretrained "
@@ -72,7 +82,7 @@ def estimate(
     dataset: Path | None = typer.Option(None, "--dataset", help="Dataset mode: a BOP dataset folder."),
     split: str = typer.Option("test", "--split", help="Dataset split."),
     targets: Path | None = typer.Option(None, "--targets", help="Targets file (default: the dataset's test_targets_bop19.json)."),
-    boxes: str = typer.Option("gt-visib", "--boxes", help="Boxes: gt-visib, gt-obj, or a BOP detections JSON."),
+    boxes: str = typer.Option("gt-visib", "--boxes", help="Boxes: gt-visib, gt-obj, detector (with --detector), or a BOP detections JSON."),
     model_dir: Path | None = typer.Option(None, "--model-dir", help="Folder of coarse-stage workspaces (templates or AAE) named obj_XXXXXX (dataset mode)."),
     objects: str | None = typer.Option(None, "--objects", help="Only these object ids (comma-separated)."),
     out: Path | None = typer.Option(None, "--out", help="Dataset mode: BOP results CSV to write."),
@@ -97,7 +107,7 @@ def estimate(
         raise InputError("--polish works on the refiner's last iteration: use it with --refine deepim and --iters >= 1")
     if mask is not None and not polish:
         raise InputError("--mask is the silhouette polish's target: use it with --polish N")
-    for target in (json_out, overlay, strip, out):
+    for target in (json_out, overlay, strip, out, detections_out):
         if target is not None and not target.parent.is_dir():
             raise InputError(f"{target.parent}: output folder does not exist")
     if overlay is not None and overlay.suffix.lower() not in (".png", ".jpg", ".jpeg", ".gif"):
@@ -108,14 +118,16 @@ def estimate(
         if mask is not None or bbox:
             raise InputError("--mask and --bbox are for single-image mode; --dataset takes its boxes from --boxes")
         _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k, refine, refiner_ws, iters,
-                      polish, renderer, device, score, method)
+                      polish, renderer, device, score, method, detector, det_score, det_top_k, detections_out)
     else:
         _image_mode(image, cad, units, model, bbox or [], camera, K, top_k, refine, refiner_ws, iters, polish,
-                    renderer, init, overlay, strip, json_out, device, score, mask, method, center)
+                    renderer, init, overlay, strip, json_out, device, score, mask, method, center, detector,
+                    det_score, det_top_k, detections_out)
 
 
 def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refiner_ws, iters, polish, renderer,
-                init, overlay, strip, json_out, device, score=None, mask=None, method="auto", center=False) -> None:
+                init, overlay, strip, json_out, device, score=None, mask=None, method="auto", center=False,
+                detector=None, det_score=0.5, det_top_k=None, detections_out=None) -> None:
     from posekit.cad.load import load_model
     from posekit.data.types import Observation, PoseEstimate
     from posekit.estimate import inputs
@@ -124,6 +136,7 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
         Missing,
         build_store_templates,
         find_coarse,
+        find_detector,
         find_refiner,
         missing_message,
     )
@@ -141,12 +154,20 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
         missing.append(Missing("the camera intrinsics", f"--K fx,fy,cx,cy, --camera camera.json, or a camera.json "
                                f"(fx, fy, cx, cy, width, height) beside the image ({cam_source})"))
     detections = [Detection(1, inputs.parse_bbox(b, cam)) for b in bboxes] if cam is not None else []
+    detector_path = None
     if not bboxes and init is None:
-        missing.append(Missing("where the part is in the image", "--bbox x,y,w,h (repeat for several instances; "
-                               "posekit has no trained detector yet), or --init pose.json to refine a given pose"))
+        detector_path, det_choice = find_detector([obj], detector)
+        if detector_path is None:
+            missing.append(Missing("where the part is in the image", f"--bbox x,y,w,h (repeat for several instances), "
+                                   f"a detector (`posekit train regress --cad {cad}`, or --detector WORKSPACE), or "
+                                   "--init pose.json to refine a given pose"))
+    elif detector is not None:
+        raise InputError("--detector finds the part where no --bbox (or --init) is given: give one or the other")
     target_mask = inputs.load_mask(mask, cam) if mask is not None and cam is not None else None
     init_est = None
     choices = [] if cam is None else [Choice("camera", cam_source)]
+    if detector_path is not None:
+        choices.append(det_choice)
     coarse_path, build_templates_now = None, False
     if init is not None:
         poses = inputs.load_poses_json(init)
@@ -157,8 +178,13 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
         choices.append(Choice("coarse", f"none: {len(poses)} pose(s) from --init {init}"))
     else:
         coarse_path, choice = find_coarse(obj, model, method)
+        if choice is None and method == "regress" and detector_path is not None:
+            coarse_path, choice = detector_path, Choice("coarse", "regress: the detector's regressed poses")
         if choice is not None:
             choices.append(choice)
+        elif method == "regress":
+            missing.append(Missing("a pose regressor for this part", f"`posekit train regress --cad {cad}` (or "
+                                   "--model WORKSPACE)"))
         elif method == "aae":
             missing.append(Missing("an AAE for this part", f"`posekit train aae --cad {cad}` (or --model WORKSPACE)"))
         else:
@@ -172,6 +198,11 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
         what = "--init" if init_est is not None else ("--score" if score else "--polish")
         raise InputError(f"{what} needs a refiner: --refine deepim --refiner WORKSPACE "
                          f"(`posekit train refine --cad {cad}` makes one)")
+    det_ws = None
+    if detector_path is not None:  # opened (and checked against the part) before any long work
+        from posekit.methods.regress import load_workspace as load_regressor
+
+        det_ws = load_regressor(detector_path, device=device, models=[obj])
     if build_templates_now:
         typer.echo("posekit: no coarse model for this part yet: building its templates (no training) ...", err=True)
         coarse_path, choice = build_store_templates(obj, device=device)
@@ -187,14 +218,24 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
     refiner = _open_refiner(refine_kind, refiner_path, [obj], device, renderer)
     for c in choices:  # what this run uses, once all of it has loaded
         typer.echo(f"posekit: {c.stage:<7} {c.what}", err=True)
-    config = EstimatorConfig(top_k=top_k, refine_iters=iters, polish_steps=polish, refine_score=score)
-    estimator = PoseEstimator({1: obj}, coarse=coarse, refiner=refiner, config=config)
+    config = EstimatorConfig(top_k=top_k, refine_iters=iters, polish_steps=polish, refine_score=score,
+                             det_score=det_score, det_top_k=det_top_k)
+    estimator = PoseEstimator({1: obj}, coarse=coarse, refiner=refiner, config=config, detector=det_ws)
     obs = Observation(image=rgb, camera=cam, bbox=detections[0].bbox if detections else None, mask=target_mask)
     try:
-        results = estimator.estimate(obs, detections, init=init_est)
+        results = estimator.estimate(obs, detections or None, init=init_est)
     finally:
         if refiner is not None:
             refiner.close()
+    if det_ws is not None and not estimator.last_detections:
+        raise NotFound(f"{image}: no {obj.name} found (no detection scored --det-score {det_score} or more)")
+    if detections_out is not None:
+        from posekit.estimate.batch import write_detections
+
+        im_id = inputs.image_id(image)
+        write_detections(detections_out, [(0, im_id if im_id is not None else 0, d, results[0].timings.get("detect", 0.0)
+                                           if results else 0.0) for d in estimator.last_detections])
+        typer.echo(f"wrote {detections_out}", err=True)
     record = {"image": str(image), "cad": str(cad), "camera": {"K": cam.K.tolist(), "width": cam.width,
               "height": cam.height}, "chosen": {c.stage: c.what for c in choices},
               "poses": [estimate_to_json(e) for e in results]}
@@ -204,20 +245,24 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
     else:
         typer.echo(json.dumps(record, indent=2))
     if overlay is not None:
-        _write_overlay(overlay, rgb, cam, obj, results)
+        _write_overlay(overlay, rgb, cam, obj, results, detections=estimator.last_detections if det_ws else None)
         typer.echo(f"wrote {overlay}", err=True)
     if strip is not None:
         _write_overlay(strip, rgb, cam, obj, results, strip=True)
         typer.echo(f"wrote {strip}", err=True)
 
 
-def _write_overlay(path: Path, rgb, cam, obj, estimates, strip: bool = False) -> None:
+def _write_overlay(path: Path, rgb, cam, obj, estimates, strip: bool = False, detections=None) -> None:
     """The final poses over the image (.png/.jpg), or one frame per stage with every instance at that stage:
-    animated (.gif) or side by side (strip). The estimates of one batch share their stages."""
+    animated (.gif) or side by side (strip); a detector's boxes and masks under them. The estimates of one batch
+    share their stages."""
     import numpy as np
 
     from posekit.data.jsonio import save_image_atomic
-    from posekit.viz.overlay import draw_poses, pose_strip, save_frames
+    from posekit.viz.overlay import draw_detections, draw_poses, pose_strip, save_frames
+
+    if detections:
+        rgb = draw_detections(rgb, detections)
 
     if path.suffix.lower() == ".gif" or strip:
         stages = min(len(e.history) for e in estimates)
@@ -233,23 +278,50 @@ def _write_overlay(path: Path, rgb, cam, obj, estimates, strip: bool = False) ->
 
 
 def _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k, refine, refiner_ws, iters,
-                  polish, renderer, device, score=None, method="auto") -> None:
+                  polish, renderer, device, score=None, method="auto", detector=None, det_score=0.5, det_top_k=None,
+                  detections_out=None) -> None:
     from posekit.data.bop import BopDataset
     from posekit.data.results import write_results
-    from posekit.estimate.batch import BOX_SOURCES, estimate_dataset, mean_timings, read_detections
+    from posekit.estimate.batch import (
+        BOX_SOURCES,
+        estimate_dataset,
+        mean_timings,
+        read_detections,
+        write_detections,
+    )
     from posekit.estimate.methods import load_coarse
     from posekit.estimate.pipeline import EstimatorConfig, PoseEstimator
 
     if out is None:
         raise InputError("--out results.csv is required with --dataset")
-    if model_dir is None:
-        raise InputError("--model-dir DIR (templates or AAE workspaces named obj_XXXXXX) is required with --dataset")
+    if boxes == "detector" and detector is None:
+        raise InputError("--boxes detector needs --detector WORKSPACE (from `posekit train regress`)")
+    if detector is not None and boxes != "detector":
+        raise InputError("--detector is used with --boxes detector")
+    regress_only = method == "regress" and model_dir is None and detector is not None
+    if model_dir is None and not regress_only:
+        raise InputError("--model-dir DIR (templates or AAE workspaces named obj_XXXXXX) is required with --dataset "
+                         "(or --method regress with --detector)")
+    if detections_out is not None and boxes != "detector":
+        raise InputError("--detections-out writes the detector's boxes: use it with --boxes detector")
     ds = BopDataset(dataset)
     wanted = _objects_option(objects)
     tgts = ds.targets(targets, split=split) if targets else ds.targets(split=split)
     obj_ids = sorted({t.obj_id for t in tgts if wanted is None or t.obj_id in wanted})
+    det_ws = None
+    if detector is not None:
+        from posekit.methods.regress import load_workspace as load_regressor
+
+        det_ws = load_regressor(detector, device=device)
     models, coarse = {}, {}
     for obj_id in obj_ids:
+        if regress_only:
+            m = ds.load_model(obj_id)
+            if det_ws.covers(m):
+                models[obj_id], coarse[obj_id] = m, det_ws.for_model(m)
+            elif wanted is not None:
+                raise InputError(f"{detector}: the regressor was not trained on object {obj_id}")
+            continue
         ws = model_dir / f"obj_{obj_id:06d}"
         if not ws.is_dir():
             if wanted is not None:
@@ -258,7 +330,7 @@ def _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k
         models[obj_id] = ds.load_model(obj_id)
         coarse[obj_id] = load_coarse(ws, method, device=device, model=models[obj_id])
     if not coarse:
-        raise InputError(f"{model_dir}: no workspace (obj_XXXXXX) for any target object of {dataset}")
+        raise InputError(f"{model_dir or detector}: no workspace (obj_XXXXXX) for any target object of {dataset}")
     tgts = [t for t in tgts if t.obj_id in coarse]
     detections = None
     if boxes not in BOX_SOURCES:
@@ -272,15 +344,19 @@ def _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k
     refiner = _open_refiner(kind, refiner_ws, list(models.values()), device, renderer)
     if refiner is None and (score or polish):
         raise InputError("--score and --polish need a refiner: --refiner WORKSPACE")
-    estimator = PoseEstimator(models, coarse=coarse, refiner=refiner,
+    estimator = PoseEstimator(models, coarse=coarse, refiner=refiner, detector=det_ws,
                               config=EstimatorConfig(top_k=top_k, refine_iters=iters, polish_steps=polish,
-                                                     refine_score=score))
+                                                     refine_score=score, det_score=det_score, det_top_k=det_top_k))
+    found: list = []
     try:
-        results = estimate_dataset(estimator, ds, tgts, split=split, boxes=boxes, detections=detections)
+        results = estimate_dataset(estimator, ds, tgts, split=split, boxes=boxes, detections=detections, found=found)
     finally:
         if refiner is not None:
             refiner.close()
     write_results(out, results)
+    if detections_out is not None:
+        write_detections(detections_out, found)
+        typer.echo(f"wrote {len(found)} detections to {detections_out}", err=True)
     stages = ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in mean_timings(results).items())
     typer.echo(f"wrote {len(results)} estimates for {len(tgts)} targets of objects {sorted(coarse)} to {out}", err=True)
     typer.echo(f"mean time per estimate: {stages}", err=True)

@@ -144,6 +144,8 @@ def train_templates_command(
 
 def register(app: typer.Typer) -> None:
     from posekit.cli.train_refine import register_refine
+    from posekit.cli.train_regress import register_regress
 
     register_refine(train_app)
+    register_regress(train_app)
     app.add_typer(train_app, name="train")

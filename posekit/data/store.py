@@ -19,6 +19,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def read_workspace_config(ws: str | Path, method: str, make: str, what: str | None = None) -> dict:
+    """A workspace's config.json, which must be ``method``'s; InputError naming the file (and ``make``, the command
+    that makes one) otherwise."""
+    from posekit.errors import InputError
+
+    what = what or method
+    path = Path(ws) / "config.json"
+    if not path.is_file():
+        raise InputError(f"{ws}: not a {what} workspace (no config.json; make one with `{make}`)")
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: unreadable workspace config ({exc})") from None
+    found = cfg.get("method") if isinstance(cfg, dict) else None
+    if found != method:
+        raise InputError(f"{path}: method is {found!r}, not a {what} workspace ({method})")
+    return cfg
+
+
 def store_root() -> Path:
     env = os.environ.get("POSEKIT_HOME")
     if env:

@@ -21,7 +21,18 @@ from posekit.data.types import PoseEstimate
 from posekit.errors import InputError
 from posekit.estimate.pipeline import Detection, PoseEstimator
 
-BOX_SOURCES = ("gt-visib", "gt-obj")
+BOX_SOURCES = ("gt-visib", "gt-obj", "detector")
+
+
+def write_detections(path: str | Path, rows: list[tuple[int, int, Detection, float]]) -> Path:
+    """A BOP'22 detections JSON (COCO-like: scene_id, image_id, category_id, bbox [x, y, w, h], score, time) of
+    (scene_id, im_id, detection, seconds of the image's detection) rows; atomic."""
+    from posekit.data.jsonio import write_text_atomic
+
+    out = [{"scene_id": int(s), "image_id": int(i), "category_id": int(d.obj_id),
+            "bbox": [round(float(v), 2) for v in d.bbox], "score": round(float(d.score), 5), "time": round(float(t), 4)}
+           for s, i, d, t in rows]
+    return write_text_atomic(path, json.dumps(out, indent=1) + "\n")
 
 
 def read_detections(path: str | Path) -> dict[tuple[int, int, int], list[Detection]]:
@@ -69,8 +80,11 @@ def target_detections(dataset: BopDataset, split: str, target: Target, boxes: st
 
 def estimate_dataset(estimator: PoseEstimator, dataset: BopDataset, targets: list[Target], split: str = "test",
                      boxes: str = "gt-visib", detections: dict | None = None,
-                     progress: bool = True) -> list[PoseEstimate]:
-    """Run ``estimator`` over every image that has targets; returns estimates with scene/im ids and times."""
+                     progress: bool = True, found: list | None = None) -> list[PoseEstimate]:
+    """Run ``estimator`` over every image that has targets; returns estimates with scene/im ids and times.
+
+    ``boxes="detector"`` runs the estimator's detect stage on each image and keeps, per target, its object's top
+    ``inst_count`` detections; ``found`` (a list) then receives every (scene_id, im_id, detection, seconds)."""
     by_image: dict[tuple[int, int], list[Target]] = defaultdict(list)
     for t in targets:
         by_image[(t.scene_id, t.im_id)].append(t)
@@ -82,10 +96,19 @@ def estimate_dataset(estimator: PoseEstimator, dataset: BopDataset, targets: lis
         bar = tqdm(total=len(targets), desc="estimate", unit="target", file=sys.stderr, dynamic_ncols=True)
     for (scene_id, im_id), tgts in sorted(by_image.items()):
         frame = dataset.frame(split, scene_id, im_id)
-        dets = [d for t in tgts for d in target_detections(dataset, split, t, boxes, detections)]
-        if dets:
-            start = time.perf_counter()
+        start = time.perf_counter()
+        obs = None
+        if boxes == "detector":
             obs = frame.observation()
+            seen = estimator.detect(obs)
+            t_det = time.perf_counter() - start
+            if found is not None:
+                found.extend((scene_id, im_id, d, t_det) for d in seen)
+            dets = [d for t in tgts for d in [d for d in seen if d.obj_id == t.obj_id][: t.inst_count]]
+        else:
+            dets = [d for t in tgts for d in target_detections(dataset, split, t, boxes, detections)]
+        if dets:
+            obs = obs if obs is not None else frame.observation()
             ests = estimator.estimate(obs, dets)
             elapsed = time.perf_counter() - start
             for e in ests:

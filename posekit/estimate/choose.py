@@ -44,11 +44,24 @@ def find_coarse(obj: ObjectModel, model: Path | None, method: str) -> tuple[Path
 
     if model is not None:
         return model, Choice("coarse", f"{method if method != 'auto' else 'workspace'} {model} (--model)")
-    order = ["templates", "aae"] if method == "auto" else [method]
+    order = ["templates", "aae"] if method == "auto" else [method]  # regress: only when asked for
     for name in order:
         entry = store.find(obj.mesh_hash, name)
         if entry is not None:
             return entry.path, Choice("coarse", f"{name} ({entry.preset}) from the model store: {entry.path}")
+    return None, None
+
+
+def find_detector(models: list[ObjectModel], detector: Path | None) -> tuple[Path | None, Choice | None]:
+    """The detector workspace: --detector, else a stored regressor that covers every part; (None, None) if none."""
+    from posekit.data import store
+
+    if detector is not None:
+        return detector, Choice("detect", f"regressor {detector} (--detector)")
+    found = [e for e in store.entries(method="regress") if all(e.covers(m.mesh_hash) for m in models)]
+    if found:
+        e = found[0]
+        return e.path, Choice("detect", f"regressor ({e.preset}) from the model store: {e.path}")
     return None, None
 
 

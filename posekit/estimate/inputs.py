@@ -88,7 +88,8 @@ def camera_from_option(text: str, width: int, height: int) -> Camera:
     return Camera.from_fxfycxcy(fx, fy, cx, cy, width, height)
 
 
-def _image_id(image_path: Path) -> int | None:
+def image_id(image_path: str | Path) -> int | None:
+    """The BOP image id a file name gives (000123.png -> 123), or None."""
     try:
         return int(Path(image_path).stem)
     except ValueError:
@@ -99,7 +100,7 @@ def scene_camera_entry(path: Path, image_path: Path, width: int, height: int) ->
     """The camera of one image from a BOP scene_camera.json ({"<im_id>": {"cam_K": ...}}), matched by the
     image's file name (000123.png -> 123)."""
     data = _read_json_object(path, "camera", "keyed by image id")
-    im_id = _image_id(image_path)
+    im_id = image_id(image_path)
     if im_id is None:
         raise InputError(f"{path}: a BOP scene_camera.json, but the image name {Path(image_path).name} is not an "
                          "image id (e.g. 000123.png)")
@@ -143,7 +144,7 @@ def find_camera(image: np.ndarray, image_path: str | Path, camera: str | Path | 
     elif camera is not None:
         camera = Path(camera)
         if camera.is_file() and _is_scene_camera(camera):
-            cam, source = scene_camera_entry(camera, image_path, w, h), f"{camera} (image {_image_id(image_path)})"
+            cam, source = scene_camera_entry(camera, image_path, w, h), f"{camera} (image {image_id(image_path)})"
         else:
             cam, source = camera_from_json(camera, w, h), str(camera)
     else:
@@ -151,8 +152,8 @@ def find_camera(image: np.ndarray, image_path: str | Path, camera: str | Path | 
         scene = image_path.parent.parent / "scene_camera.json"
         if beside.is_file():
             cam, source = camera_from_json(beside, w, h), f"{beside} (beside the image)"
-        elif scene.is_file() and _image_id(image_path) is not None:
-            cam, source = scene_camera_entry(scene, image_path, w, h), f"{scene} (image {_image_id(image_path)})"
+        elif scene.is_file() and image_id(image_path) is not None:
+            cam, source = scene_camera_entry(scene, image_path, w, h), f"{scene} (image {image_id(image_path)})"
         else:
             return None, f"no --camera / --K, no {beside}, no {scene}"
     check_camera_fits(cam, image_path, w, h, source)

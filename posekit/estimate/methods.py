@@ -8,7 +8,7 @@ from pathlib import Path
 from posekit.cad.model import ObjectModel
 from posekit.errors import InputError
 
-COARSE_METHODS = ("templates", "aae")
+COARSE_METHODS = ("templates", "aae", "regress")
 
 
 def workspace_method(path: str | Path) -> str | None:
@@ -28,8 +28,8 @@ def load_coarse(path: str | Path, method: str = "auto", device: str = "auto", mo
     path = Path(path)
     found = workspace_method(path)
     if found is None:
-        raise InputError(f"{path}: not a workspace (no config.json; make one with `posekit train templates` "
-                         f"or `posekit train aae`)")
+        raise InputError(f"{path}: not a workspace (no config.json; make one with `posekit train templates`, "
+                         f"`posekit train aae` or `posekit train regress`)")
     if method != "auto" and method != found:
         raise InputError(f"{path}: a {found} workspace, but --method {method} was asked for")
     if found == "templates":
@@ -40,4 +40,11 @@ def load_coarse(path: str | Path, method: str = "auto", device: str = "auto", mo
         from posekit.methods.aae.codebook import load_workspace
 
         return load_workspace(path, device=device, model=model)
+    if found == "regress":
+        from posekit.methods.regress import load_workspace
+
+        ws = load_workspace(path, device=device)
+        if model is None:
+            raise InputError(f"{path}: a regressor workspace serves one part at a time here; give the part's model")
+        return ws.for_model(model)
     raise InputError(f"{path}: a {found} workspace has no coarse stage (use one of {', '.join(COARSE_METHODS)})")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -24,11 +24,14 @@ from posekit.errors import InputError
 
 @dataclass(frozen=True)
 class Detection:
-    """A 2D detection: object id, BOP box [x, y, w, h] (pixels) and the detector's score."""
+    """A 2D detection: object id, BOP box [x, y, w, h] (pixels) and the detector's score; a detector that also
+    regresses poses (``posekit train regress``) gives the pose (R, t mm) and the visible mask (H, W) bool."""
 
     obj_id: int
     bbox: tuple[float, float, float, float]
     score: float = 1.0
+    pose: tuple[np.ndarray, np.ndarray] | None = field(default=None, compare=False, repr=False)
+    mask: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -38,8 +41,10 @@ class EstimatorConfig:
     top_k: int = 1
     correct_perspective: bool = True
     refine_iters: int = 4
-    refine_score: str | None = None  # "mask" | "edges": keep the best-scored refiner iterate (Refiner.refine), not the last
+    refine_score: str | None = None  # "mask" | "edges" | "features": keep the best-scored refiner iterate, not the last
     polish_steps: int = 0
+    det_score: float = 0.5  # detect stage: the least detector score kept
+    det_top_k: int | None = None  # detect stage: at most this many detections per object (None: all)
 
 
 class CoarseMethod(Protocol):
@@ -52,19 +57,33 @@ class CoarseMethod(Protocol):
 
 
 class PoseEstimator:
-    """Coarse (templates / AAE codebook) and refine (DeepIM) stages over typed observations."""
+    """Detect (a trained regressor), coarse (templates / AAE codebook / regressed poses) and refine (DeepIM or the
+    feature search) stages over typed observations."""
 
     def __init__(self, models: dict[int, ObjectModel], coarse: dict[int, CoarseMethod] | None = None, refiner=None,
-                 config: EstimatorConfig | None = None) -> None:
+                 config: EstimatorConfig | None = None, detector=None) -> None:
         self.models = models
         self.coarse_methods = coarse or {}
         self.refiner = refiner
+        self.detector = detector
         self.config = config or EstimatorConfig()
+        if detector is not None:
+            for m in models.values():
+                detector.check_mesh(m)
         for obj_id, ws in self.coarse_methods.items():
             if obj_id in models:
                 ws.check_mesh(models[obj_id])
 
     # ------------------------------------------------------------------ stages
+    def detect(self, obs: Observation) -> list[Detection]:
+        """The detector's boxes (with masks and regressed poses) of this estimator's objects, best first."""
+        if self.detector is None:
+            raise InputError("no detector: give boxes, or a detector workspace from `posekit train regress`")
+        labels = {self.detector.label_of(m): obj_id for obj_id, m in self.models.items()}
+        dets = self.detector.detect(obs.image, obs.camera, score_thresh=self.config.det_score,
+                                    top_k=self.config.det_top_k, labels=labels)
+        return [Detection(d.obj_id, d.bbox, d.score, pose=(d.R, d.t), mask=d.mask) for d in dets]
+
     def coarse(self, obs: Observation, detections: Sequence[Detection]) -> list[PoseEstimate]:
         """One pose per detection (the method's best view entry) scored by the detection's score times the
         method's similarity; with ``top_k`` > 1 the next hypotheses are kept in the coarse history entry."""
@@ -75,12 +94,17 @@ class PoseEstimator:
                 raise InputError(f"no coarse-stage workspace (templates or AAE) for object {obj_id}")
             idx = [i for i, d in enumerate(detections) if d.obj_id == obj_id]
             boxes = np.array([detections[i].bbox for i in idx], dtype=np.float64)
-            hyps = ws.estimate(obs.image, obs.camera, boxes, obj_id, top_k=self.config.top_k,
-                               correct_perspective=self.config.correct_perspective)
+            if getattr(ws, "uses_detection_poses", False) and all(detections[i].pose is not None for i in idx):
+                # the regressor's own detections already carry its poses
+                hyps = [[PoseEstimate(obj_id=obj_id, R=detections[i].pose[0], t=detections[i].pose[1])] for i in idx]
+            else:
+                hyps = ws.estimate(obs.image, obs.camera, boxes, obj_id, top_k=self.config.top_k,
+                                   correct_perspective=self.config.correct_perspective)
             for i, h in zip(idx, hyps, strict=True):
                 best = h[0]
                 best.score = float(best.score) * float(detections[i].score)
-                entry = {"stage": "coarse", "R": best.R.tolist(), "t": best.t.tolist()}
+                entry = {"stage": "coarse", "R": best.R.tolist(), "t": best.t.tolist(),
+                         "bbox": [float(v) for v in detections[i].bbox], "detection_score": float(detections[i].score)}
                 if len(h) > 1:  # --top-k: the other hypotheses, best first, for the user to inspect
                     entry["alternatives"] = [{"R": a.R.tolist(), "t": a.t.tolist(), "score": float(a.score)}
                                              for a in h[1:]]
@@ -129,12 +153,22 @@ class PoseEstimator:
                                         history=hist))
         return refined
 
-    def estimate(self, obs: Observation, detections: Sequence[Detection],
+    def estimate(self, obs: Observation, detections: Sequence[Detection] | None = None,
                  init: Sequence[PoseEstimate] | None = None) -> list[PoseEstimate]:
-        """Coarse (unless ``init`` poses are given) then refine (when a refiner is loaded); times each stage."""
+        """Detect (when no ``detections`` are given and a detector is loaded), coarse (unless ``init`` poses are
+        given), then refine (when a refiner is loaded); times each stage. ``self.last_detections`` keeps the
+        detections used."""
         start = time.perf_counter()
-        estimates = list(init) if init is not None else self.coarse(obs, detections)
-        t_coarse = time.perf_counter() - start
+        t_detect = 0.0
+        if detections is None and init is None:
+            detections = self.detect(obs)
+            t_detect = time.perf_counter() - start
+        self.last_detections = list(detections or [])
+        estimates = list(init) if init is not None else self.coarse(obs, self.last_detections)
+        if t_detect:
+            for e in estimates:
+                e.timings["detect"] = t_detect
+        t_coarse = time.perf_counter() - start - t_detect
         estimates = self.refine(obs, estimates)
         total = time.perf_counter() - start
         for e in estimates:

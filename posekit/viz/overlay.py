@@ -137,3 +137,26 @@ def save_frames(path: str | Path, frames: Sequence[np.ndarray], duration_ms: int
         strip[: f.shape[0], x : x + f.shape[1]] = f
         x += f.shape[1]
     save_image_atomic(path, strip)
+
+
+def draw_detections(image: np.ndarray, detections: Sequence, color=(255, 200, 0)) -> np.ndarray:
+    """Detection boxes (BOP [x, y, w, h]) with their scores, and their visible masks tinted, over ``image``.
+
+    ``detections``: anything with ``bbox``, ``score`` and an optional ``mask`` (H, W) bool
+    (:class:`posekit.estimate.pipeline.Detection`).
+    """
+    from PIL import Image, ImageDraw
+
+    out = np.array(image, dtype=np.uint8, copy=True)
+    tint = np.asarray(color, np.float32)
+    for d in detections:
+        m = getattr(d, "mask", None)
+        if m is not None and m.shape == out.shape[:2]:
+            out[m] = (0.55 * out[m] + 0.45 * tint).astype(np.uint8)
+    im = Image.fromarray(out)
+    draw = ImageDraw.Draw(im)
+    for d in detections:
+        x, y, w, h = d.bbox
+        draw.rectangle([x, y, x + w - 1, y + h - 1], outline=tuple(int(c) for c in color), width=2)
+        draw.text((x + 2, max(0, y - 11)), f"{d.score:.2f}", fill=tuple(int(c) for c in color))
+    return np.asarray(im)

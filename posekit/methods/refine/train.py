@@ -14,7 +14,6 @@ its own typical residuals, not only the synthetic noise).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import torch
 
 from posekit.cad.model import ObjectModel
 from posekit.data.jsonio import write_json_atomic
+from posekit.data.store import read_workspace_config
 from posekit.errors import InputError
 from posekit.methods.refine.loss import pad_symmetries, refine_loss
 from posekit.methods.refine.network import RefineNet, mask_probabilities
@@ -135,35 +135,17 @@ class RefineTrainTask:
         pass
 
 
-def object_record(model: ObjectModel) -> dict:
-    return {
-        "name": model.name, "obj_id": model.obj_id, "mesh_hash": model.mesh_hash, "diameter": float(model.diameter),
-        "centered": model.center_shift is not None,
-        "cad": str(Path(model.source).resolve()) if model.source else None,
-        "models_info": model.models_info_entry(),
-    }
-
-
 def write_config(ws: Path, models: list[ObjectModel], preset: RefinePreset, data: str | None,
                  init_from: str | None = None, backgrounds: dict | None = None) -> Path:
     return write_json_atomic(ws / CONFIG_NAME, {
-        "method": METHOD, "preset": preset.to_json(), "objects": [object_record(m) for m in models],
+        "method": METHOD, "preset": preset.to_json(), "objects": [m.workspace_record() for m in models],
         "data": data, "init_from": init_from, "backgrounds": backgrounds,
     })
 
 
 def read_config(ws: str | Path) -> dict:
     """The workspace's config.json; InputError naming the file when it is missing or not a refiner's."""
-    path = Path(ws) / CONFIG_NAME
-    if not path.is_file():
-        raise InputError(f"{ws}: not a refiner workspace (no {CONFIG_NAME}; train one with `posekit train refine`)")
-    try:
-        cfg = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: unreadable workspace config ({exc})") from None
-    if cfg.get("method") != METHOD:
-        raise InputError(f"{path}: method is {cfg.get('method')!r}, not a refiner workspace ({METHOD})")
-    return cfg
+    return read_workspace_config(ws, METHOD, "posekit train refine", "refiner")
 
 
 def check_workspace(ws: Path, models: list[ObjectModel], preset: RefinePreset, resume: bool) -> dict | None:
