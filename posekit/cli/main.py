@@ -38,7 +38,7 @@ def _register() -> None:
 
     doctor.register(app)
     # Verbs added by later modules register themselves here, one import each.
-    for name in ("inspect", "eval", "render", "train", "estimate", "models"):
+    for name in ("inspect", "eval", "render", "train", "estimate", "models", "benchmark"):
         try:
             module = __import__(f"posekit.cli.{name}", fromlist=["register"])
         except ModuleNotFoundError as exc:
