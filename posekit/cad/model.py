@@ -102,3 +102,15 @@ class ObjectModel:
                 for s in self.symmetries_continuous
             ]
         return entry
+
+
+def model_index(models, key, what: str = "this stage") -> int:
+    """Index in ``models`` of the part named by ``key``: a BOP obj_id (int), a name or a mesh hash; InputError
+    naming the known parts otherwise."""
+    from posekit.errors import InputError
+
+    for i, m in enumerate(models):
+        if (isinstance(key, (int, np.integer)) and m.obj_id == int(key)) or key in (m.name, m.mesh_hash):
+            return i
+    known = ", ".join(f"{m.name} (obj_id {m.obj_id})" for m in models)
+    raise InputError(f"{what} was not made for object {key!r}; it knows {known}")

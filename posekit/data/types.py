@@ -66,6 +66,25 @@ class RefineRun:
     K_crops: np.ndarray | None = None
     scores: np.ndarray | None = None  # (iters + 1, B) agreement of each iterate with the image (``score=``)
 
+    @classmethod
+    def start(cls, n_objects: int, R, t, iters: int) -> RefineRun:
+        """An empty run of ``iters`` iterations from poses R (B, 3, 3), t (B, 3) mm, checked: one pose per object,
+        objects in front of the camera, ``iters`` >= 0 (what every refiner checks first)."""
+        from posekit.errors import InputError
+
+        if iters < 0:
+            raise InputError(f"--iters must be >= 0, got {iters}")
+        R = np.asarray(R, dtype=np.float64).reshape(-1, 3, 3)
+        t = np.asarray(t, dtype=np.float64).reshape(-1, 3)
+        B = len(R)
+        if n_objects != B or len(t) != B:
+            raise ValueError(f"refine: {n_objects} objects, {len(R)} rotations and {len(t)} translations")
+        if B and np.any(t[:, 2] <= 0):
+            raise InputError("refine: initial poses must put the objects in front of the camera (t_z > 0)")
+        run = cls(R=np.empty((iters + 1, B, 3, 3)), t=np.empty((iters + 1, B, 3)))
+        run.R[0], run.t[0] = R, t
+        return run
+
     @property
     def best(self) -> np.ndarray:
         """(B,) index of the iterate to keep: the best-scored one when scored, else the last."""

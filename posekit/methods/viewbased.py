@@ -39,8 +39,13 @@ class ViewEntries:
 
 
 def image_tensor(image: np.ndarray) -> torch.Tensor:
-    """(1, 3, H, W) float in [0, 1] of an (H, W, 3) uint8 image (copied: the input may be read-only)."""
-    return torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div_(255.0)[None]
+    """(1, 3, H, W) float of an image: (H, W, 3[+]) or grey (H, W); uint8 scaled to [0, 1], floats kept as they are
+    (copied: the input may be read-only)."""
+    a = np.asarray(image)
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    x = torch.from_numpy(np.array(a[..., :3], copy=True)).permute(2, 0, 1).float()
+    return (x / 255.0 if a.dtype == np.uint8 else x)[None]
 
 
 def translation_from_boxes(boxes_xywh: np.ndarray, camera: Camera, box_size: np.ndarray, box_offset: np.ndarray,

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from posekit.cad.model import ObjectModel
+from posekit.cad.model import ObjectModel, model_index
 from posekit.data.types import Observation, RefineRun
 from posekit.errors import InputError
 from posekit.features.backbone import Backbone, shared_backbone
@@ -91,10 +91,7 @@ class FeatureRefiner:
         self._renderer = None
 
     def object_index(self, key: int | str) -> int:
-        for i, m in enumerate(self.models):
-            if (isinstance(key, (int, np.integer)) and m.obj_id == int(key)) or key in (m.name, m.mesh_hash):
-                return i
-        raise InputError(f"feature refinement: no model for {key!r}")
+        return model_index(self.models, key, "the feature refinement")
 
     def _get_renderer(self):
         if self._renderer is None:
@@ -157,18 +154,10 @@ class FeatureRefiner:
         """Refine B poses of objects in one image; R (B, 3, 3), t (B, 3) mm. See the module docstring."""
         if score not in SCORES:
             raise InputError(f"--score for the feature refinement must be none or features, got {score!r}")
-        if iters < 0:
-            raise InputError(f"--iters must be >= 0, got {iters}")
-        R = np.asarray(R, dtype=np.float64).reshape(-1, 3, 3).copy()
-        t = np.asarray(t, dtype=np.float64).reshape(-1, 3).copy()
+        run = RefineRun.start(len(objects), R, t, iters)
+        R, t = run.R[0].copy(), run.t[0].copy()
         B = len(R)
-        if len(objects) != B or len(t) != B:
-            raise ValueError(f"refine: {len(objects)} objects, {len(R)} rotations and {len(t)} translations")
-        if B and np.any(t[:, 2] <= 0):
-            raise InputError("refine: initial poses must put the objects in front of the camera (t_z > 0)")
         idx = np.array([self.object_index(k) for k in objects], dtype=np.int64)
-        run = RefineRun(R=np.empty((iters + 1, B, 3, 3)), t=np.empty((iters + 1, B, 3)))
-        run.R[0], run.t[0] = R, t
         if B == 0:
             return run
         cfg = self.config

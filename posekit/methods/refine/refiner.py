@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from posekit.cad.model import ObjectModel
+from posekit.cad.model import ObjectModel, model_index
 from posekit.data.types import Observation, RefineRun
 from posekit.errors import InputError
 from posekit.geometry.crop import crop_images, crop_intrinsics
@@ -31,6 +31,7 @@ from posekit.methods.refine.pairs import RefineObject, prepare_object, zoom_wind
 from posekit.methods.refine.presets import RefinePreset
 from posekit.methods.refine.train import read_config
 from posekit.methods.refine.update import apply_update
+from posekit.methods.viewbased import image_tensor
 from posekit.render.crops import render_in_crops
 from posekit.train.checkpoint import load_weights
 from posekit.train.loop import checkpoint_path, resolve_device
@@ -71,14 +72,6 @@ def _silhouette_agreement(mask_logits: torch.Tensor, rendered: torch.Tensor, siz
     inter = (p * rendered).flatten(1).sum(1)
     union = (p + rendered - p * rendered).flatten(1).sum(1)
     return (inter / union.clamp_min(1e-6)).double().cpu().numpy()
-
-
-def _image_tensor(image: np.ndarray, device) -> torch.Tensor:
-    a = np.asarray(image)
-    if a.ndim == 2:
-        a = np.repeat(a[..., None], 3, axis=2)
-    x = torch.from_numpy(np.array(a[..., :3], copy=True)).to(device).permute(2, 0, 1).float()  # the image may be read-only
-    return (x / 255.0 if a.dtype == np.uint8 else x)[None]
 
 
 def crop_mask(mask: np.ndarray, windows: np.ndarray, size_hw) -> np.ndarray:
@@ -148,12 +141,7 @@ class Refiner:
 
     def object_index(self, key: int | str) -> int:
         """Index of an object by BOP obj_id (int), name or mesh hash."""
-        for i, o in enumerate(self.objects):
-            m = o.model
-            if (isinstance(key, (int, np.integer)) and m.obj_id == int(key)) or key in (m.name, m.mesh_hash):
-                return i
-        known = ", ".join(f"{o.model.name} (obj_id {o.model.obj_id})" for o in self.objects)
-        raise InputError(f"the refiner was not trained for object {key!r}; it knows {known}")
+        return model_index([o.model for o in self.objects], key, "the refiner")
 
     # ---- rendering
     def _get_renderer(self):
@@ -222,22 +210,14 @@ class Refiner:
         """
         if score not in SCORES:
             raise InputError(f"--score must be one of {', '.join(str(s) for s in SCORES)}, got {score!r}")
-        if iters < 0:
-            raise InputError(f"--iters must be >= 0, got {iters}")
-        R = np.asarray(R, dtype=np.float64).reshape(-1, 3, 3)
-        t = np.asarray(t, dtype=np.float64).reshape(-1, 3)
+        run = RefineRun.start(len(objects), R, t, iters)
+        R, t = run.R[0].copy(), run.t[0].copy()
         B = len(R)
-        if len(objects) != B or len(t) != B:
-            raise ValueError(f"refine: {len(objects)} objects, {len(R)} rotations and {len(t)} translations")
-        if B and np.any(t[:, 2] <= 0):
-            raise InputError("refine: initial poses must put the objects in front of the camera (t_z > 0)")
         idx = np.array([self.object_index(k) for k in objects], dtype=np.int64)
-        run = RefineRun(R=np.empty((iters + 1, B, 3, 3)), t=np.empty((iters + 1, B, 3)))
-        run.R[0], run.t[0] = R, t
         if B == 0:
             return run
         size = tuple(self.preset.crop_size)
-        img = _image_tensor(observation.image, self.device)
+        img = image_tensor(observation.image).to(self.device)
         K = np.broadcast_to(observation.camera.K, (B, 3, 3))
         renderer = self._get_renderer()
         if score:
