@@ -54,7 +54,7 @@ def speed(preset_name: str, repeats: int) -> str:
     import torch
 
     from posekit.data.bop import BopDataset
-    from posekit.methods.refine.network import RefineNet
+    from posekit.methods.refine.network import build_network
     from posekit.methods.refine.pairs import prepare_object
     from posekit.methods.refine.presets import get_preset
     from posekit.methods.refine.refiner import Refiner
@@ -70,7 +70,7 @@ def speed(preset_name: str, repeats: int) -> str:
     rows = []
     for renderer in ("pyrender", "pytorch3d"):
         torch.manual_seed(0)
-        ref = Refiner(RefineNet(preset), preset, objects, device="cpu", renderer=renderer)
+        ref = Refiner(build_network(preset), preset, objects, device="cpu", renderer=renderer)
         try:
             for batch in (1, 8):
                 sel = [gts[i % len(gts)] for i in range(batch)]
@@ -138,8 +138,8 @@ def lmo(aae_dir: Path, refiner: Path, boxes: str, out_dir: Path, polish: int, sc
         coarse: str = "AAE") -> str:
     data = lmo_dev()
     out_dir.mkdir(parents=True, exist_ok=True)
-    if is_features(refiner):  # the training-free feature search: no workspace, its own score, no polish
-        ref, scores, polish = ["--refine", "features"], ("features",), 0
+    if is_features(refiner):  # the training-free feature search: no workspace, its own score
+        ref, scores = ["--refine", "features"], ("features",)
     else:
         ref = ["--refine", "deepim", "--refiner", str(refiner)]
     variants = [(coarse, []), *[(f"{coarse} + {k} it.", [*ref, "--iters", str(k)]) for k in (1, 2, 4)],
@@ -209,10 +209,12 @@ def perturb_ground_truth(gts, rng: np.random.Generator, angle_deg: float, sxy: f
 
 
 def perturbed(refiner_ws: Path, out_dir: Path, iters: tuple[int, ...] = (1, 2, 4), seed: int = 0,
-              scores: tuple[str, ...] = ("mask", "edges"), polish: int = 0, objects: list[int] | None = None) -> str:
+              scores: tuple[str, ...] = ("mask", "edges"), polish: int = 0, objects: list[int] | None = None,
+              noise: tuple[int, ...] = (0, 1)) -> str:
     """Refine ground truth perturbed by known noise on the real lmo-dev images; how much noise is removed.
 
-    ``polish`` > 0 adds a row: the last iterate polished for that many steps towards the refiner's predicted mask."""
+    ``polish`` > 0 adds a row: the last iterate polished for that many steps (DeepIM: towards the refiner's
+    predicted mask; features: feature-metric steps through PyTorch3D). ``noise``: which of NOISE_LEVELS."""
     from tqdm import tqdm
 
     from posekit.data.bop import BopDataset
@@ -224,7 +226,7 @@ def perturbed(refiner_ws: Path, out_dir: Path, iters: tuple[int, ...] = (1, 2, 4
     ds = BopDataset(lmo_dev())
     refiner = load_refiner(refiner_ws, ds)
     if is_features(refiner_ws):
-        scores, polish = ("features",), 0
+        scores = ("features",)
     known = set(objects or ds.obj_ids)
     targets = ds.targets()
     wanted = {(t.scene_id, t.im_id, t.obj_id) for t in targets}
@@ -237,14 +239,18 @@ def perturbed(refiner_ws: Path, out_dir: Path, iters: tuple[int, ...] = (1, 2, 4
         f"{platform.machine()}, {os.cpu_count()} CPUs, no GPU, pyrender renderer. Median rotation error over the "
         "asymmetric objects (symmetric ones have no unique angle); median translation error over all. Rows \"best of 0-4 "
         "by X score\": the iterate (the start included) that `posekit estimate --score X` keeps."
-        + (f" Row \"{max(iters)} + polish {polish}\": the last iterate after `--polish {polish}` (towards the refiner's "
-           "predicted mask; its ms / image is the polish alone)." if polish else ""),
+        + (f" Row \"{max(iters)} + polish {polish}\": the last iterate after `--polish {polish}` ("
+           + ("feature-metric gradient steps through PyTorch3D's RGB rendering and the frozen backbone, depth kept"
+              if is_features(refiner_ws) else "towards the refiner's predicted mask")
+           + "; its ms / image is the polish alone)." if polish else ""),
         "",
         "| noise | iterations | ADD(-S) 0.1d | AR_MSSD | AR_MSPD | median re (deg) | median te (mm) | ms / image |",
         "|---|---|---|---|---|---|---|---|",
     ]
     symmetric = {o for o, info in ds.models_info.items() if info.get("symmetries_discrete") or info.get("symmetries_continuous")}
     for li, (label, (angle, sxy, sz)) in enumerate(NOISE_LEVELS.items()):
+        if li not in noise:
+            continue
         rng = np.random.default_rng(seed + li)
         pkey = f"{max(iters)} + polish {polish}"
         keys = (0, *iters, *scores, *((pkey,) if polish else ()))  # a score mode: the best-scored iterate (refine(score=mode))
@@ -272,7 +278,7 @@ def perturbed(refiner_ws: Path, out_dir: Path, iters: tuple[int, ...] = (1, 2, 4
                     final[mode] = r.final
             if polish:
                 start = time.perf_counter()
-                pr = refiner.polish(run, [g.obj_id for g in sel], steps=polish)
+                pr = refiner.polish(run, [g.obj_id for g in sel], steps=polish, observation=frame.observation())
                 ms_polish.append(1000 * (time.perf_counter() - start))
                 final[pkey] = (pr.R, pr.t)
             for k in per_iter:
@@ -305,13 +311,13 @@ def drift(refiner_ws: Path, n_images: int = 40, iters: int = 3, seed: int = 0) -
     succeed, and how well the scores (``--score``) rank the iterates."""
     from posekit.data.bop import BopDataset
     from posekit.eval.metrics import add as add_error
-    from posekit.methods.refine.refiner import Refiner
 
     torch_threads()
     ds = BopDataset(lmo_dev())
-    ref = Refiner.load(refiner_ws, device="cpu")
+    ref = load_refiner(refiner_ws, ds)
+    models = {o: ds.load_model(o) for o in ds.obj_ids}
     rng = np.random.default_rng(seed)
-    modes = ("mask", "edges")
+    modes = ("features",) if is_features(refiner_ws) else ("mask", "edges")
     offsets, objs, add, scores = [], [], [], {m: [] for m in modes}
     for n, frame in enumerate(ds.frames("test")):
         if n >= n_images:
@@ -323,8 +329,8 @@ def drift(refiner_ws: Path, n_images: int = 40, iters: int = 3, seed: int = 0) -
         runs = {m: ref.refine(frame.observation(), [g.obj_id for g in sel], R0, t0, iters=iters, score=m) for m in modes}
         run = runs[modes[0]]
         for i, g in enumerate(sel):
-            o = ref.objects[ref.object_index(g.obj_id)]
-            add.append(add_error(run.R[:, i], run.t[:, i], g.R, g.t, o.points) / o.diameter)
+            o = models[g.obj_id]
+            add.append(add_error(run.R[:, i], run.t[:, i], g.R, g.t, o.vertices) / o.diameter)
             offsets.append(run.t[:, i] - g.t)
             objs.append(g.obj_id)
             for m in modes:
@@ -332,7 +338,8 @@ def drift(refiner_ws: Path, n_images: int = 40, iters: int = 3, seed: int = 0) -
     off, objs, add = np.array(offsets), np.array(objs), np.array(add)
     ref.close()
     lines = [
-        f"`python benchmarks/refine.py drift --refiner WS`: the first {n_images} lmo-dev images, the {len(objs)} "
+        f"`python benchmarks/refine.py drift --refiner {'features' if is_features(refiner_ws) else 'WS'}`: "
+        f"the first {n_images} lmo-dev images, the {len(objs)} "
         f"instances at least 30 % visible, ground truth perturbed by 10 deg / 10-10-30 mm, {iters} iterations. "
         "Signed offsets refined - truth in the camera frame (mm, medians); ADD < 0.1d is plain ADD (no symmetry).",
         "",
@@ -364,9 +371,9 @@ def synthetic(refiner_ws: Path, n: int = 96, seed: int = 123) -> str:
     import torch
 
     from posekit.eval.metrics import rotation_error
+    from posekit.geometry.update import apply_update, target_update
     from posekit.methods.refine.pairs import DEFAULT_CAMERA, SyntheticObserved, make_pairs, perturb_poses
     from posekit.methods.refine.refiner import Refiner
-    from posekit.methods.refine.update import apply_update, target_update
     from posekit.render.gl import OffscreenRenderer
 
     torch_threads()
@@ -501,6 +508,7 @@ def main() -> None:
     pz.add_argument("--out", type=Path, default=Path("refine_perturbed"))
     pz.add_argument("--polish", type=int, default=0, help="add a row: the last iterate after N polish steps")
     pz.add_argument("--objects", default=None, help="only these object ids (comma-separated)")
+    pz.add_argument("--noise", default="0,1", help="which noise levels (0: 10 deg, 1: 20 deg; comma-separated)")
     pz.add_argument("--write-docs", action="store_true")
     a = ap.parse_args()
     if a.what == "speed":
@@ -517,8 +525,11 @@ def main() -> None:
         heading = "Refiner: is its error on real images systematic? (lmo-dev)"
     elif a.what == "perturbed":
         objs = [int(v) for v in a.objects.split(",")] if a.objects else None
-        body = perturbed(a.refiner, a.out, polish=a.polish, objects=objs)
+        body = perturbed(a.refiner, a.out, polish=a.polish, objects=objs,
+                         noise=tuple(int(v) for v in a.noise.split(",")))
         heading = "Refiner from perturbed ground truth (lmo-dev)"
+        if a.polish and is_features(a.refiner):  # beside the search's own section, not over it
+            heading = "Refiner from perturbed ground truth (lmo-dev, feature polish)"
     else:
         body = lmo(a.aae_dir, a.refiner, a.boxes, a.out, a.polish, coarse=a.coarse)
         heading = "Refiner on real LM-O images (lmo-dev)" if a.coarse == "AAE" else f"Refiner behind {a.coarse} (lmo-dev)"

@@ -212,7 +212,8 @@ def test_cli_refines_several_instances_in_one_batch_and_polishes_towards_a_given
         err_refined = np.linalg.norm(np.asarray(hist["refine_1"]["t"]) - t)
         err_polished = np.linalg.norm(np.asarray(pose["t"]) - t)
         assert err_polished < 0.7 * err_refined, (err_refined, err_polished)
-        assert hist["polish"]["silhouette_loss_after"] < 0.7 * hist["polish"]["silhouette_loss_before"]
+        assert hist["polish"]["loss"] == "silhouette"
+        assert hist["polish"]["loss_after"] < 0.7 * hist["polish"]["loss_before"]
     # one batch: both instances share the iteration's time
     assert poses[0]["history"][1]["time"] == poses[1]["history"][1]["time"]
     drawn = np.asarray(Image.open(overlay).convert("RGB")) != img

@@ -13,9 +13,9 @@ from posekit.cad.model import ObjectModel
 from posekit.cad.properties import diameter, mesh_hash
 from posekit.errors import InputError
 from posekit.geometry.rotations import random_rotations, so3_exp
+from posekit.geometry.update import target_update
 from posekit.methods.refine.loss import pad_symmetries, point_matching_loss
 from posekit.methods.refine.presets import PRESETS
-from posekit.methods.refine.update import target_update
 
 
 def _bracket() -> ObjectModel:
@@ -78,7 +78,7 @@ def test_point_loss_is_zero_at_symmetric_truth_and_positive_otherwise():
 
 
 def test_polish_improves_silhouette_fit(bracket):
-    from posekit.methods.refine.polish import polish
+    from posekit.methods.polish import polish
     from posekit.render.diff import DiffRenderer
 
     torch.set_num_threads(2)
@@ -174,6 +174,42 @@ def test_fine_tuning_starts_from_the_given_weights(tmp_path, bracket):
     assert dist(w["b"], w["a"]) < 0.01 < dist(w["c"], w["a"])
     cfg = json.loads((tmp_path / "b" / "config.json").read_text())
     assert cfg["init_from"] == str((tmp_path / "a").resolve())
+
+
+def test_pretrained_trunk_preset_trains_resumes_and_keeps_its_imagenet_weights(tmp_path, bracket):
+    """The refiner on the shared pretrained trunk: the trunk is frozen (its weights equal the ImageNet ones after
+    training), the head learns, a workspace resumes and reloads, and an untrained head leaves poses in place."""
+    from posekit.data.types import Observation
+    from posekit.features.backbone import Backbone
+    from posekit.geometry.camera import Camera
+    from posekit.methods.refine.network import PretrainedRefineNet, build_network
+    from posekit.methods.refine.refiner import Refiner
+    from posekit.methods.refine.train import train_refiner
+
+    torch.set_num_threads(2)
+    preset = dataclasses.replace(PRESETS["tiny-pretrained"], batch_size=2)
+    fresh = build_network(preset)
+    assert isinstance(fresh, PretrainedRefineNet)
+    x = torch.rand(2, 7, 64, 64)
+    out = fresh(x)
+    assert torch.allclose(out.rot6d, torch.tensor([1.0, 0, 0, 0, 1, 0]).expand(2, 6), atol=0.05)
+    assert out.v.abs().max() < 0.05 and out.mask_logits.shape == (2, 1, 16, 16)
+    ws = tmp_path / "ws"
+    kw = dict(device="cpu", progress=False, pool=2)
+    train_refiner([bracket], ws, preset, steps=2, **kw)
+    res = train_refiner([bracket], ws, preset, steps=3, resume=True, **kw)
+    assert res.train.step == 3
+    ref = Refiner.load(ws, models=[bracket], device="cpu")
+    imagenet = Backbone(freeze=None).truncate("s16").state_dict()
+    trained = ref.net.trunk.state_dict()
+    assert all(torch.equal(trained[k], v) for k, v in imagenet.items())
+    assert not torch.equal(ref.net.fuse8[0].weight, fresh.fuse8[0].weight)
+    K = np.array([[300.0, 0, 79.5], [0, 300.0, 59.5], [0, 0, 1]])
+    image = np.full((120, 160, 3), 90, np.uint8)
+    run = ref.refine(Observation(image=image, camera=Camera(K, 160, 120)), [1], np.eye(3)[None],
+                     np.array([[0.0, 0.0, 500.0]]), iters=1)
+    assert run.R.shape == (2, 1, 3, 3) and np.isfinite(run.t).all()
+    ref.close()
 
 
 def test_cpu_weights_fine_tune_the_cpu_hr_preset():

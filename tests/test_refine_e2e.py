@@ -1,4 +1,4 @@
-"""End to end: a tiny refiner trained from scratch on the demo part (assets/bracket.stl) moves perturbed poses
+"""End to end: a tiny refiner (from scratch, and on the pretrained trunk) trained on the demo part (assets/bracket.stl) moves perturbed poses
 towards the truth on freshly rendered images with random backgrounds -- rendering, pairs, network, loss, training,
 workspace reload and the iterative update all have to work together for that."""
 
@@ -21,7 +21,8 @@ def _add(R, t, R_gt, t_gt, pts):
 
 
 @pytest.mark.slow
-def test_tiny_refiner_reduces_pose_error_on_rendered_images(tmp_path, assets):
+@pytest.mark.parametrize("preset_name", ["tiny", "tiny-pretrained"])
+def test_tiny_refiner_reduces_pose_error_on_rendered_images(tmp_path, assets, preset_name):
     from posekit.cad.load import load_model
     from posekit.methods.refine.pairs import SyntheticObserved, perturb_poses, prepare_object, torch_rng
     from posekit.methods.refine.refiner import Refiner
@@ -32,7 +33,7 @@ def test_tiny_refiner_reduces_pose_error_on_rendered_images(tmp_path, assets):
     torch.manual_seed(0)
     np.random.seed(0)
     model = load_model(assets / "bracket.stl", units="mm", center=True, obj_id=1)
-    preset = PRESETS["tiny"]
+    preset = PRESETS[preset_name]
     train_refiner([model], tmp_path / "ws", preset, device="cpu", progress=False, seed=0, pool=256)
     refiner = Refiner.load(tmp_path / "ws", models=[model], device="cpu", renderer="pyrender")
 

@@ -9,7 +9,7 @@ import torch
 
 from posekit.geometry.camera import project_points
 from posekit.geometry.rotations import random_rotations, so3_exp
-from posekit.methods.refine.update import apply_update, target_update
+from posekit.geometry.update import apply_update, target_update
 
 K = np.array([[572.4, 0.0, 325.3], [0.0, 573.6, 242.0], [0.0, 0.0, 1.0]])
 

@@ -71,8 +71,8 @@ def estimate(
                                "features, no training)."),
     refiner_ws: Path | None = typer.Option(None, "--refiner", help="Refiner workspace from `posekit train refine`."),
     iters: int = typer.Option(4, "--iters", min=0, help="Refiner iterations."),
-    polish: int = typer.Option(0, "--polish", min=0, help="Silhouette polish steps after refinement (PyTorch3D)."),
-    mask: Path | None = typer.Option(None, "--mask", help="The object's mask (an image of the image's size, object >= 128): the polish's target instead of the refiner's predicted mask."),
+    polish: int = typer.Option(0, "--polish", min=0, help="Gradient steps on the pose through PyTorch3D after refinement: towards the predicted (or --mask) silhouette after --refine deepim, by feature-metric alignment (plus --mask) after --refine features."),
+    mask: Path | None = typer.Option(None, "--mask", help="The object's mask (an image of the image's size, object >= 128): the polish's silhouette target (instead of the DeepIM refiner's predicted mask; beside the features after --refine features)."),
     score: str = typer.Option("none", "--score", help="Keep the best refiner iterate (the start included), not the last: none, mask (silhouette vs the refiner's predicted object mask) or edges (outline vs image edges) with --refine deepim, features (masked feature similarity) with --refine features."),
     renderer: str = typer.Option("auto", "--renderer", help="Refiner renderer: auto, pytorch3d or pyrender."),
     init: Path | None = typer.Option(None, "--init", help="Start refinement from the pose in this JSON (R, t in mm; every pose of a `posekit estimate --json` output) instead of the AAE."),
@@ -101,12 +101,12 @@ def estimate(
         raise InputError("--score chooses among refiner iterations: use it with --refine deepim and --iters >= 1")
     if score and refine in ("deepim", "features") and SCORE_MODES[score] != refine:
         raise InputError(f"--score {score} goes with --refine {SCORE_MODES[score]}, not --refine {refine}")
-    if polish and refine == "features":
-        raise InputError("--polish follows the DeepIM refiner's predicted mask: use it with --refine deepim")
-    if polish and (refine == "none" or iters == 0):
-        raise InputError("--polish works on the refiner's last iteration: use it with --refine deepim and --iters >= 1")
+    if polish and refine == "none":
+        raise InputError("--polish follows a refiner: use it with --refine deepim or --refine features")
+    if polish and refine != "features" and iters == 0:
+        raise InputError("--polish after --refine deepim works on its last iteration's mask: use --iters >= 1")
     if mask is not None and not polish:
-        raise InputError("--mask is the silhouette polish's target: use it with --polish N")
+        raise InputError("--mask is the polish's silhouette target: use it with --polish N")
     for target in (json_out, overlay, strip, out, detections_out):
         if target is not None and not target.parent.is_dir():
             raise InputError(f"{target.parent}: output folder does not exist")

@@ -124,9 +124,10 @@ class PoseEstimator:
         run = self.refiner.refine(obs, keys, R0, t0, iters=iters, score=self.config.refine_score if iters > 0 else None)
         final_R, final_t = run.final
         polished = None
-        if self.config.polish_steps > 0 and iters > 0:
-            # the target: the user's mask of the object where the observation has one, else the refiner's prediction
-            polished = self.refiner.polish(run, keys, steps=self.config.polish_steps, mask=obs.mask)
+        if self.config.polish_steps > 0:
+            # DeepIM: towards the user's mask where the observation has one, else the refiner's predicted mask;
+            # features: towards the image's backbone maps (plus the user's mask where there is one)
+            polished = self.refiner.polish(run, keys, steps=self.config.polish_steps, mask=obs.mask, observation=obs)
             final_R, final_t = polished.R, polished.t
         refined = []
         for i, e in enumerate(estimates):
@@ -145,8 +146,8 @@ class PoseEstimator:
             timings["refine"] = float(sum(run.times))
             if polished is not None:
                 hist.append({"stage": "polish", "R": final_R[i].tolist(), "t": final_t[i].tolist(),
-                             "time": float(polished.seconds), "silhouette_loss_before": float(polished.loss_before[i]),
-                             "silhouette_loss_after": float(polished.loss_after[i])})
+                             "time": float(polished.seconds), "loss": polished.kind,
+                             "loss_before": float(polished.loss_before[i]), "loss_after": float(polished.loss_after[i])})
                 timings["polish"] = float(polished.seconds)
             refined.append(PoseEstimate(obj_id=e.obj_id, R=np.asarray(final_R[i]), t=np.asarray(final_t[i]),
                                         score=e.score, scene_id=e.scene_id, im_id=e.im_id, timings=timings,

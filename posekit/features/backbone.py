@@ -93,6 +93,11 @@ class Backbone(nn.Module):
                 p.requires_grad_(i > last)
         self.freeze = upto
 
+    def truncate(self, upto: str) -> Backbone:
+        """Drop the blocks after map ``upto`` (for a network that never asks for deeper maps); returns self."""
+        self.blocks = self.blocks[: MAPS[_check(upto)][0] + 1]
+        return self
+
     def train(self, mode: bool = True) -> Backbone:
         """Training mode for the trainable stages, but every BatchNorm keeps its ImageNet statistics."""
         super().train(mode)

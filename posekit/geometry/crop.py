@@ -13,6 +13,7 @@ Three views of the same map must agree, and the tests check they do:
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -132,4 +133,14 @@ def crop_images(
     return F.grid_sample(images, grid, mode=mode, padding_mode=padding_mode, align_corners=False)
 
 
-__all__ = ["zoom_window", "crop_intrinsics", "crop_affine_theta", "crop_images"]
+def crop_mask(mask: np.ndarray, windows: np.ndarray, size_hw) -> np.ndarray:
+    """A whole-image mask (H, W) in [0, 1] cut into each zoom window (B, 4: x0, y0, w, h) at (h, w): (B, h, w)."""
+    m = torch.as_tensor(np.asarray(mask, dtype=np.float32))[None, None]
+    B = len(windows)
+    h, w = (int(v) for v in size_hw)
+    out = crop_images(m.expand(B, 1, *m.shape[-2:]), torch.as_tensor(np.asarray(windows), dtype=torch.float32),
+                      (w, h))
+    return out[:, 0].numpy()
+
+
+__all__ = ["zoom_window", "crop_intrinsics", "crop_affine_theta", "crop_images", "crop_mask"]

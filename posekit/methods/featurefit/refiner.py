@@ -33,7 +33,7 @@ from posekit.data.types import Observation, RefineRun
 from posekit.errors import InputError
 from posekit.features.backbone import Backbone, shared_backbone
 from posekit.features.similarity import mask_weights, paired_similarity
-from posekit.geometry.crop import crop_images, crop_intrinsics, zoom_window
+from posekit.geometry.crop import crop_images, crop_intrinsics, crop_mask, zoom_window
 from posekit.methods.viewbased import image_tensor
 from posekit.render.crops import render_in_crops
 
@@ -45,7 +45,9 @@ RENDERERS = ("auto", "pyrender", "pytorch3d")
 class FeatureFitConfig:
     """crop: window side (pixels) the backbone sees; rot_step (degrees), shift_step (fraction of the window),
     depth_step (fraction of the depth; 0 keeps the coarse depth): the first steps; shrink: step factor when
-    no candidate is better; feature: backbone map; max_faces: meshes are decimated to this for rendering."""
+    no candidate is better; feature: backbone map; max_faces: meshes are decimated to this for rendering;
+    polish_feature, polish_faces: the map and the face budget of the gradient polish (PyTorch3D's CPU
+    rasteriser costs faces x pixels)."""
 
     crop: int = 128
     feature: str = "s8"
@@ -55,6 +57,8 @@ class FeatureFitConfig:
     shrink: float = 0.5
     window_scale: float = 1.4
     max_faces: int = 10000
+    polish_feature: str = "s8"
+    polish_faces: int = 3000
 
 
 def _axis_turns(deg: np.ndarray) -> np.ndarray:
@@ -89,6 +93,7 @@ class FeatureRefiner:
         self.backbone = backbone or shared_backbone(self.device)
         self.renderer_name = ("pytorch3d" if self.device.type == "cuda" else "pyrender") if renderer == "auto" else renderer
         self._renderer = None
+        self._soft = None
 
     def object_index(self, key: int | str) -> int:
         return model_index(self.models, key, "the feature refinement")
@@ -111,10 +116,54 @@ class FeatureRefiner:
         if self._renderer is not None and hasattr(self._renderer, "close"):
             self._renderer.close()
         self._renderer = None
+        self._soft = None
 
-    def polish(self, *args, **kwargs):
-        raise InputError("--polish follows the DeepIM refiner (--refine deepim); the feature refinement has no "
-                         "predicted mask to polish towards")
+    def _get_soft_renderer(self):
+        """A soft DiffRenderer (RGB + silhouette, gradients to the pose) at the crop size, for the polish."""
+        if self._soft is None:
+            from posekit.render.diff import DiffRenderer
+
+            S = self.config.crop
+            self._soft = DiffRenderer(self.models, image_size=(S, S), max_faces=self.config.polish_faces,
+                                      device=self.device, hard=False)
+        return self._soft
+
+    def polish(self, run: RefineRun, objects: Sequence[int | str], steps: int, lr: float = 0.01,
+               mask: np.ndarray | None = None, observation: Observation | None = None):
+        """``steps`` feature-metric gradient steps on ``run.final`` (see ``posekit.methods.polish``): the crop
+        of the final pose's zoom window through the frozen backbone is the target, the PyTorch3D render's
+        maps are pulled onto it. ``mask`` (H, W) in [0, 1], a mask of the object in the whole image, adds the
+        silhouette loss against it (what fixes depth). Returns a :class:`~posekit.methods.polish.PolishResult`."""
+        from posekit.features.backbone import Backbone
+        from posekit.methods.polish import feature_loss, feature_weights, polish, silhouette_loss
+
+        if observation is None:
+            raise ValueError("the feature polish needs the observation (the image) it aligns to")
+        cfg = self.config
+        S = cfg.crop
+        R0, t0 = (np.asarray(a, dtype=np.float64) for a in run.final)
+        B = len(R0)
+        idx = np.array([self.object_index(k) for k in objects], dtype=np.int64)
+        K = np.broadcast_to(observation.camera.K, (B, 3, 3)).astype(np.float64)
+        win = np.stack([zoom_window(R0[b], t0[b], self.corners[idx[b]], K[b], 1.0, cfg.window_scale)
+                        for b in range(B)])
+        Kc = crop_intrinsics(K, win, (S, S))
+        img = image_tensor(observation.image).to(self.device)
+        obs = crop_images(img.expand(B, -1, -1, -1), torch.as_tensor(win, dtype=torch.float32, device=self.device),
+                          (S, S))
+        f_obs = self.backbone.features(obs, cfg.polish_feature)
+        soft = self._get_soft_renderer()
+        with torch.no_grad():
+            sil = soft.render(torch.as_tensor(R0), torch.as_tensor(t0), torch.as_tensor(Kc), torch.as_tensor(idx),
+                              modes=("silhouette",))["silhouette"]
+        weights = feature_weights(sil, Backbone.stride(cfg.polish_feature), tuple(f_obs.shape[-2:]))
+        losses = [feature_loss(self.backbone, f_obs, weights, cfg.polish_feature)]
+        if mask is not None:
+            losses.append(silhouette_loss(crop_mask(mask, win, (S, S)), self.device))
+        # depth moves only with a mask: the features alone prefer smaller renders (see the module docstring)
+        res = polish(soft, idx, R0, t0, Kc, losses, steps=steps, lr=lr, depth=mask is not None)
+        run.windows, run.K_crops = win, Kc
+        return res
 
     # ------------------------------------------------------------------ the search
     def _candidates(self, R: np.ndarray, t: np.ndarray, Kc: np.ndarray, rot: np.ndarray, shift: np.ndarray,

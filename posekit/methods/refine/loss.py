@@ -25,8 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from posekit.geometry.update import apply_update, target_update
 from posekit.methods.refine.network import RefineOutput
-from posekit.methods.refine.update import apply_update, target_update
 
 
 def pad_symmetries(per_object: Sequence[np.ndarray], device=None, dtype=torch.float32) -> torch.Tensor:

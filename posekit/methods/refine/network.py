@@ -12,10 +12,12 @@ et al. 2018). Outputs (see ``update.py`` for the meaning):
 * ``mask_logits`` (B, 1, H/4, W/4): the object's visible mask in the *observed* crop (DeepIM's
   auxiliary output; ``polish`` aligns the silhouette with it).
 
-Backbone: a stride-2 stem and one stride-2 stage per entry of ``widths`` after the first, each
+:class:`RefineNet` (the from-scratch presets) -- backbone: a stride-2 stem and one stride-2 stage per entry of ``widths`` after the first, each
 with ``blocks_per_stage`` residual blocks (GroupNorm + ReLU: batch statistics do not matter, so
 batch 1 at test time behaves as in training). The last feature map is pooled to a small grid (keeps
 where things are, which the translation needs) and flattened into two fully connected layers.
+:class:`PretrainedRefineNet` (presets with a ``trunk``) puts the same head on the shared pretrained
+backbone; :func:`build_network` picks by preset.
 """
 
 from __future__ import annotations
@@ -142,6 +144,90 @@ class RefineNet(nn.Module):
         return RefineOutput(rot6d=self.rot_head(f), v=self.trans_head(f), mask_logits=mask)
 
 
+class PretrainedRefineNet(nn.Module):
+    """The refiner on the shared pretrained trunk (presets with ``trunk="lite0"``): same input and outputs as
+    :class:`RefineNet`.
+
+    Observed and rendered crops go through one EfficientNet-Lite0 (``posekit.features.backbone``; shared
+    weights, ImageNet normalisation inside). At stride 8 and 16 the two maps are combined as
+    [observed, rendered, observed - rendered, per-cell cosine] (+ the rendered mask's cell coverage and,
+    with ``coord_channels``, the crop's x, y at s8); trainable GroupNorm convs fuse s8 (brought to s16 by a
+    stride-2 conv) with s16, one more stride-2 stage, the pooled grid and the FC layers give the update.
+    The visible mask is decoded from the observed s4 map and the fused s8 features. With the trunk frozen up
+    to s16 (the CPU presets) it runs without gradients, so training costs only the head's backward pass.
+    """
+
+    def __init__(self, preset: RefinePreset) -> None:
+        from posekit.features.backbone import Backbone
+
+        super().__init__()
+        if preset.trunk != "lite0":
+            raise ValueError(f"unknown refiner trunk {preset.trunk!r}; the one there is: lite0")
+        w, g = preset.widths, preset.groups
+        if len(w) != 2:
+            raise ValueError("a pretrained-trunk preset gives two head widths (s16 and s32 stages)")
+        self.crop_size = tuple(preset.crop_size)
+        self.coord_channels = bool(preset.coord_channels)
+        self.trunk = Backbone(freeze=preset.trunk_freeze).truncate("s16")
+        self.frozen = preset.trunk_freeze == "s16"
+        c4, c8, c16 = (Backbone.channels(n) for n in ("s4", "s8", "s16"))
+        self.fuse8 = _conv_gn(3 * c8 + 2 + 2 * self.coord_channels, w[0], 1, g)
+        self.down8 = _conv_gn(w[0], w[0], 2, g)
+        self.fuse16 = _conv_gn(3 * c16 + 2 + w[0], w[0], 1, g)
+        self.stage32 = _conv_gn(w[0], w[1], 2, g)
+        gp = int(preset.pool_grid)
+        self.pool = nn.AdaptiveAvgPool2d((gp, gp))
+        self.fc = nn.Sequential(
+            nn.Linear(w[1] * gp * gp, preset.fc_width), nn.LeakyReLU(0.1, inplace=True),
+            nn.Linear(preset.fc_width, preset.fc_width), nn.LeakyReLU(0.1, inplace=True),
+        )
+        self.rot_head = nn.Linear(preset.fc_width, 6)
+        self.trans_head = nn.Linear(preset.fc_width, 3)
+        self.mask_fuse = _conv_gn(c4 + w[0], 32, 1, g)
+        self.mask_out = nn.Conv2d(32, 1, 1)
+        with torch.no_grad():  # near-identity start, as RefineNet
+            self.rot_head.weight.normal_(0.0, 1e-3)
+            self.rot_head.bias.copy_(torch.tensor(IDENTITY_6D))
+            self.trans_head.weight.normal_(0.0, 1e-3)
+            self.trans_head.bias.zero_()
+
+    @staticmethod
+    def _pair(fo: torch.Tensor, fr: torch.Tensor) -> torch.Tensor:
+        cos = (F.normalize(fo, dim=1) * F.normalize(fr, dim=1)).sum(1, keepdim=True)
+        return torch.cat([fo, fr, fo - fr, cos], dim=1)
+
+    def forward(self, x: torch.Tensor) -> RefineOutput:
+        if x.shape[1] != IN_CHANNELS:
+            raise ValueError(f"PretrainedRefineNet expects {IN_CHANNELS} input channels, got {x.shape[1]}")
+        B = x.shape[0]
+        crops = torch.cat([x[:, 0:3], x[:, 3:6]], dim=0)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            f = self.trunk(crops, ("s4", "s8", "s16"))
+        f4, f8, f16 = f["s4"][:B], f["s8"], f["s16"]
+        m8 = F.adaptive_avg_pool2d(x[:, 6:7], f8.shape[-2:])
+        extra8 = [m8]
+        if self.coord_channels:
+            h, w_ = f8.shape[-2:]
+            ys = torch.linspace(0.0, 1.0, h, device=x.device, dtype=x.dtype)
+            xs = torch.linspace(0.0, 1.0, w_, device=x.device, dtype=x.dtype)
+            extra8 += [xs.view(1, 1, 1, w_).expand(B, 1, h, w_), ys.view(1, 1, h, 1).expand(B, 1, h, w_)]
+        h8 = self.fuse8(torch.cat([self._pair(f8[:B], f8[B:]), *extra8], dim=1))
+        d8 = self.down8(h8)
+        m16 = F.adaptive_avg_pool2d(x[:, 6:7], f16.shape[-2:])
+        d8 = F.interpolate(d8, size=f16.shape[-2:], mode="bilinear", align_corners=False) if d8.shape[-2:] != f16.shape[-2:] else d8
+        h16 = self.fuse16(torch.cat([self._pair(f16[:B], f16[B:]), m16, d8], dim=1))
+        h32 = self.stage32(h16)
+        up = F.interpolate(h8, size=f4.shape[-2:], mode="bilinear", align_corners=False)
+        mask = self.mask_out(self.mask_fuse(torch.cat([f4, up], dim=1)))
+        feat = self.fc(self.pool(h32).flatten(1))
+        return RefineOutput(rot6d=self.rot_head(feat), v=self.trans_head(feat), mask_logits=mask)
+
+
+def build_network(preset: RefinePreset) -> nn.Module:
+    """The preset's refiner network: :class:`PretrainedRefineNet` when it names a trunk, else :class:`RefineNet`."""
+    return PretrainedRefineNet(preset) if preset.trunk else RefineNet(preset)
+
+
 def mask_probabilities(mask_logits: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
     """The predicted visible mask (B, 1, H, W) as probabilities at the crop's resolution ``size_hw`` = (H, W)."""
     return torch.sigmoid(F.interpolate(mask_logits, size=tuple(size_hw), mode="bilinear", align_corners=False))
@@ -151,4 +237,4 @@ def count_parameters(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
-__all__ = ["RefineNet", "RefineOutput", "IN_CHANNELS", "count_parameters", "mask_probabilities"]
+__all__ = ["RefineNet", "PretrainedRefineNet", "build_network", "RefineOutput", "IN_CHANNELS", "count_parameters", "mask_probabilities"]

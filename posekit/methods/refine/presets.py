@@ -11,6 +11,10 @@ rotations are resolved to half the pixel fraction); the weights have the same sh
 forward and backward for a batch of 32 here).
 ``paper``: for a GPU -- 256x192 crops (DeepIM's 640x480 zoom at 4:3, downscaled), a ResNet-style
 residual backbone with ~11 M parameters, larger batches, more steps.
+``cpu-pretrained`` / ``paper-pretrained`` / ``tiny-pretrained``: the refiner on the shared pretrained trunk
+(``RefinePreset.trunk = "lite0"``; ``network.PretrainedRefineNet``): the same inputs, outputs, loss and pair
+sampling, but the crops go through ImageNet EfficientNet-Lite0 (frozen on the CPU: no backward pass
+through it; its s16 stages fine-tuned in the paper variant) and only a small head is trained.
 ``tiny``: for tests (a minute on CPU). lr 3e-4: at 2e-3 (its former value) the pose heads did not learn
 at all in 800 steps (held-out xy error flat), at 3e-4 they start within ~200 steps. Uncoloured meshes are
 observed in their own grey shading (plain_color_p=0): with random plain colours the network must
@@ -63,6 +67,8 @@ class RefinePreset:
     lr_schedule: str = "constant"  # or "cosine" (posekit.train.loop.learning_rate)
     dark_bg_p: float = 0.0  # share of observed backgrounds dimmed to 3-45 % (real scenes are dark: LM-O median 0.24)
     background_image_p: float = 0.5  # share of observed backgrounds cut from the --backgrounds photos, when given
+    trunk: str = ""  # "" = the from-scratch network above; "lite0" = the shared pretrained EfficientNet-Lite0
+    trunk_freeze: str | None = "s16"  # with a trunk: keep its ImageNet weights up to this map (None: fine-tune all)
     extras: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -93,6 +99,17 @@ PRESETS: dict[str, RefinePreset] = {
         groups=32, max_faces=20000, n_points=1000, batch_size=64, steps=100000, lr=3e-4,
         checkpoint_every=1000, sample_every=1000,
     ),
+    # the same head on the shared pretrained trunk (posekit.features.backbone): observed and rendered crops
+    # through frozen ImageNet EfficientNet-Lite0 (no backward pass through it), their s8 / s16 maps combined
+    # (both, their difference and their per-cell cosine), a small trainable head; 128-px crops because the
+    # stride-8 maps of a 64-px crop are only 8 x 8 cells
+    "cpu-pretrained": replace(_CPU, name="cpu-pretrained", trunk="lite0", trunk_freeze="s16", crop_size=(128, 128),
+                              widths=(128, 256), fc_width=256, batch_size=16, steps=6000, lr=3e-4),
+    "paper-pretrained": RefinePreset(
+        name="paper-pretrained", trunk="lite0", trunk_freeze="s8", crop_size=(256, 192), widths=(256, 512),
+        fc_width=512, groups=32, max_faces=20000, n_points=1000, batch_size=64, steps=60000, lr=2e-4,
+        checkpoint_every=1000, sample_every=1000, coord_channels=True, lr_schedule="cosine",
+    ),
     "tiny": RefinePreset(
         name="tiny", crop_size=(48, 48), widths=(16, 32, 64), blocks_per_stage=0, fc_width=128, groups=4,
         coord_channels=True, diff_channels=True,
@@ -101,6 +118,8 @@ PRESETS: dict[str, RefinePreset] = {
         distractor_p=0.0, plain_color_p=0.0,
     ),
 }
+PRESETS["tiny-pretrained"] = replace(PRESETS["tiny"], name="tiny-pretrained", trunk="lite0", crop_size=(64, 64),
+                                     widths=(32, 64), batch_size=8, steps=300)
 
 
 def get_preset(name: str) -> RefinePreset:

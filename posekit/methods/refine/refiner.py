@@ -25,12 +25,12 @@ import torch.nn.functional as F
 from posekit.cad.model import ObjectModel, model_index
 from posekit.data.types import Observation, RefineRun
 from posekit.errors import InputError
-from posekit.geometry.crop import crop_images, crop_intrinsics
-from posekit.methods.refine.network import RefineNet, mask_probabilities
+from posekit.geometry.crop import crop_images, crop_intrinsics, crop_mask
+from posekit.geometry.update import apply_update
+from posekit.methods.refine.network import build_network, mask_probabilities
 from posekit.methods.refine.pairs import RefineObject, prepare_object, zoom_windows
 from posekit.methods.refine.presets import RefinePreset
 from posekit.methods.refine.train import read_config
-from posekit.methods.refine.update import apply_update
 from posekit.methods.viewbased import image_tensor
 from posekit.render.crops import render_in_crops
 from posekit.train.checkpoint import load_weights
@@ -74,20 +74,10 @@ def _silhouette_agreement(mask_logits: torch.Tensor, rendered: torch.Tensor, siz
     return (inter / union.clamp_min(1e-6)).double().cpu().numpy()
 
 
-def crop_mask(mask: np.ndarray, windows: np.ndarray, size_hw) -> np.ndarray:
-    """A whole-image mask (H, W) in [0, 1] cut into each zoom window (B, 4: x0, y0, w, h) at (h, w): (B, h, w)."""
-    m = torch.as_tensor(np.asarray(mask, dtype=np.float32))[None, None]
-    B = len(windows)
-    h, w = (int(v) for v in size_hw)
-    out = crop_images(m.expand(B, 1, *m.shape[-2:]), torch.as_tensor(np.asarray(windows), dtype=torch.float32),
-                      (w, h))
-    return out[:, 0].numpy()
-
-
 class Refiner:
     """A trained refiner with its objects and renderer (see the module docstring)."""
 
-    def __init__(self, net: RefineNet, preset: RefinePreset, objects: list[RefineObject],
+    def __init__(self, net: torch.nn.Module, preset: RefinePreset, objects: list[RefineObject],
                  device: str | torch.device = "auto", renderer: str = "auto") -> None:
         if renderer not in RENDERERS:
             raise InputError(f"--renderer must be one of {', '.join(RENDERERS)}, got {renderer!r}")
@@ -135,7 +125,7 @@ class Refiner:
             ordered.append(m)
         if not ordered:
             raise InputError(f"{ws / 'config.json'}: no models given to the refiner")
-        net = RefineNet(preset)
+        net = build_network(preset)
         load_weights(net, checkpoint_path(ws))
         return cls(net, preset, [prepare_object(m, preset) for m in ordered], device=device, renderer=renderer)
 
@@ -169,15 +159,16 @@ class Refiner:
         return self._soft
 
     def polish(self, run: RefineRun, objects: Sequence[int | str], steps: int, lr: float = 0.01,
-               mask: np.ndarray | None = None):
-        """``steps`` silhouette-gradient steps on ``run.final`` towards the object's visible mask.
+               mask: np.ndarray | None = None, observation: Observation | None = None):
+        """``steps`` silhouette-gradient steps on ``run.final`` towards the object's visible mask
+        (``observation`` is not needed: the target is in the run).
 
         The target is, by default, the last iteration's mask prediction in that iteration's crop
         (``run.mask_probs``, ``run.K_crops``); ``mask`` (H, W) in [0, 1], a mask of the whole image that
         the user gives (e.g. from a segmenter), replaces it, cut into the same crops. Returns a
-        :class:`~posekit.methods.refine.polish.PolishResult`.
+        :class:`~posekit.methods.polish.PolishResult`.
         """
-        from posekit.methods.refine.polish import polish
+        from posekit.methods.polish import polish
 
         if run.mask_probs is None:
             raise ValueError("polish needs a refine run of at least one iteration")
@@ -253,4 +244,4 @@ class Refiner:
         return run
 
 
-__all__ = ["Refiner", "RefineRun", "crop_mask", "RENDERERS", "SCORES", "contour_edge_agreement"]
+__all__ = ["Refiner", "RefineRun", "RENDERERS", "SCORES", "contour_edge_agreement"]

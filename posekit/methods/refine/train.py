@@ -25,8 +25,9 @@ from posekit.cad.model import ObjectModel
 from posekit.data.jsonio import write_json_atomic
 from posekit.data.store import read_workspace_config
 from posekit.errors import InputError
+from posekit.geometry.update import apply_update
 from posekit.methods.refine.loss import pad_symmetries, refine_loss
-from posekit.methods.refine.network import RefineNet, mask_probabilities
+from posekit.methods.refine.network import build_network, mask_probabilities
 from posekit.methods.refine.pairs import (
     DEFAULT_CAMERA,
     BopObserved,
@@ -40,7 +41,6 @@ from posekit.methods.refine.pairs import (
     torch_rng,
 )
 from posekit.methods.refine.presets import RefinePreset
-from posekit.methods.refine.update import apply_update
 from posekit.train.checkpoint import load_weights
 from posekit.train.loop import (
     TrainConfig,
@@ -84,7 +84,7 @@ class RefineTrainTask:
 
     def __init__(self, objects: list[RefineObject], preset: RefinePreset, source, renderer) -> None:
         self.objects, self.preset, self.source, self.renderer = objects, preset, source, renderer
-        self.model = RefineNet(preset)
+        self.model = build_network(preset)
         self.data = ObjectTensors(objects)
 
     def batch(self, step: int, ctx: TrainContext) -> PairBatch:
@@ -167,12 +167,12 @@ def initial_weights(src: Path, preset: RefinePreset) -> dict:
     """The weights of refiner workspace ``src``, checked to fit ``preset``'s network (loaded into one) before
     anything is written; InputError naming the preset fields that differ otherwise."""
     old = RefinePreset.from_json(read_config(src)["preset"])
-    net = RefineNet(preset)
+    net = build_network(preset)
     try:
         load_weights(net, checkpoint_path(src))
     except InputError as exc:
         diff = [f for f in ("widths", "blocks_per_stage", "fc_width", "coord_channels", "diff_channels",
-                            "pool_grid", "groups") if getattr(old, f) != getattr(preset, f)]
+                            "pool_grid", "groups", "trunk", "trunk_freeze") if getattr(old, f) != getattr(preset, f)]
         why = f"differs from preset {preset.name}'s in {', '.join(diff)}" if diff else f"does not load ({exc})"
         raise InputError(f"--init-from {src}: its network {why}") from None
     return net.state_dict()
