@@ -227,3 +227,30 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
     assert not (tmp_path / "ws").exists()
     r = _posekit("train", "aae-codebook", str(tmp_path))
     assert r.returncode == 2 and "not an AAE workspace" in r.stderr and r.stderr.strip().count("\n") == 0
+
+
+def test_pretrained_encoder_preset_trains_resumes_and_keeps_its_imagenet_weights(part, tmp_path):
+    """The AAE on the shared pretrained trunk: the trunk stays the ImageNet one (frozen), the projection and
+    decoder learn, a kill resumes, and the codebook and lookup run through it."""
+    from posekit.features.backbone import Backbone
+    from posekit.methods.aae.network import AugmentedAutoencoder, PretrainedEncoder
+
+    torch.set_num_threads(2)
+    preset = replace(PRESETS["tiny-pretrained"], cache_views=40, codebook_views=12, codebook_inplane=4, batch=4,
+                     checkpoint_every=2)
+    fresh = AugmentedAutoencoder.from_preset(preset)
+    assert isinstance(fresh.encoder, PretrainedEncoder)
+    ws = tmp_path / "ws"
+    train_aae(part, ws, replace(preset, steps=2), device="cpu", progress=False, make_codebook=False)
+    res = train_aae(part, ws, replace(preset, steps=4), resume=True, device="cpu", progress=False)
+    assert res.train.step == 4
+    loaded = load_workspace(ws, model=part)
+    imagenet = Backbone(freeze=None).truncate("s16").state_dict()
+    trunk = loaded.net.encoder.trunk.state_dict()
+    assert all(torch.equal(trunk[k], v) for k, v in imagenet.items())
+    assert not torch.equal(loaded.net.encoder.fc.weight, fresh.encoder.fc.weight)
+    assert len(loaded.codebook) == 48
+    imgs, boxes, _ = _render_tests(part, 3, seed=2)
+    crops, _ = loaded.crop(imgs, boxes)
+    idx, sims = loaded.lookup(loaded.encode(crops), top_k=2)
+    assert idx.shape == (3, 2) and torch.isfinite(sims).all()

@@ -2,7 +2,9 @@
 
 Encoder: 4 conv layers (5x5, stride 2, ReLU) and a linear layer to the latent code. Decoder: a
 linear layer back to the encoder's last feature map, then 4 (nearest x2 upsample + 5x5 conv)
-layers mirroring the encoder, the last one to RGB with a sigmoid. Loss: the bootstrapped L2 —
+layers mirroring the encoder, the last one to RGB with a sigmoid. Presets with ``encoder="lite0"``
+replace the encoder by the shared pretrained trunk and a trainable projection (:class:`PretrainedEncoder`);
+the decoder and the loss stay the paper's. Loss: the bootstrapped L2 —
 the mean squared error over only the hardest fraction of pixels of each image, which keeps the
 decoder from spending its capacity on the (easy) black background and sharpens edges.
 """
@@ -42,6 +44,31 @@ class Encoder(nn.Module):
         return self.fc(self.features(x).flatten(1))
 
 
+class PretrainedEncoder(nn.Module):
+    """(B, 3, S, S) crops in [0, 1] -> (B, latent) codes through the shared pretrained trunk
+    (``posekit.features.backbone``: ImageNet EfficientNet-Lite0 up to its stride-16 map, frozen up to
+    ``freeze``; frozen to s16 it runs without gradients) and a trainable projection (1x1 conv + GroupNorm +
+    ReLU, then a linear layer to the code), so the codes start from features learnt on real photos."""
+
+    def __init__(self, image_size: int, latent: int = 128, freeze: str | None = "s16", width: int = 64) -> None:
+        from posekit.features.backbone import Backbone
+
+        super().__init__()
+        if image_size % 16:
+            raise ValueError(f"image size {image_size} must be divisible by 16 (the trunk's stride-16 map)")
+        self.trunk = Backbone(freeze=freeze).truncate("s16")
+        self.frozen = freeze == "s16"
+        side = image_size // 16
+        self.project = nn.Sequential(nn.Conv2d(Backbone.channels("s16"), width, 1, bias=False),
+                                     _norm("group", width), nn.ReLU(inplace=True))
+        self.fc = nn.Linear(width * side * side, latent)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            f = self.trunk(x, ("s16",))["s16"]
+        return self.fc(self.project(f).flatten(1))
+
+
 class Decoder(nn.Module):
     """(B, latent) codes -> (B, 3, S, S) images in [0, 1]; mirrors :class:`Encoder`."""
 
@@ -68,15 +95,21 @@ class Decoder(nn.Module):
 class AugmentedAutoencoder(nn.Module):
     """Encoder + decoder; ``forward`` reconstructs, :meth:`encode` gives L2-normalised codes for the codebook."""
 
-    def __init__(self, image_size: int, filters=(128, 256, 256, 512), latent: int = 128, norm: str = "none") -> None:
+    def __init__(self, image_size: int, filters=(128, 256, 256, 512), latent: int = 128, norm: str = "none",
+                 encoder: str = "conv", trunk_freeze: str | None = "s16") -> None:
         super().__init__()
         self.image_size = int(image_size)
-        self.encoder = Encoder(image_size, filters, latent, norm)
+        if encoder == "conv":
+            self.encoder = Encoder(image_size, filters, latent, norm)
+        elif encoder == "lite0":
+            self.encoder = PretrainedEncoder(image_size, latent, trunk_freeze)
+        else:
+            raise ValueError(f"unknown AAE encoder {encoder!r}; conv (the paper's) or lite0 (the pretrained trunk)")
         self.decoder = Decoder(image_size, filters, latent, norm)
 
     @classmethod
     def from_preset(cls, preset) -> AugmentedAutoencoder:
-        return cls(preset.image_size, preset.filters, preset.latent, preset.norm)
+        return cls(preset.image_size, preset.filters, preset.latent, preset.norm, preset.encoder, preset.trunk_freeze)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))

@@ -29,7 +29,9 @@ class AaePreset:
     OMP_NUM_THREADS set by the user wins). render_max_faces: meshes with more faces are decimated
     (open3d quadric, colours kept) before the cache and codebook renders: at these render sizes the
     triangles of a 45k-face LINEMOD scan are below a pixel, and a 10k-face copy renders 3x faster
-    with mask IoU 0.999 (docs/training.md); None renders the full mesh.
+    with mask IoU 0.999 (docs/training.md); None renders the full mesh. encoder: "conv" (the paper's) or
+    "lite0" (the shared pretrained trunk + a trainable projection, ``network.PretrainedEncoder``; the decoder
+    is still sized by ``filters``); trunk_freeze: the trunk's ImageNet weights kept up to this map.
     """
 
     name: str
@@ -52,6 +54,8 @@ class AaePreset:
     lr_schedule: str = "constant"
     threads: int | None = None
     render_max_faces: int | None = 10000
+    encoder: str = "conv"
+    trunk_freeze: str | None = "s16"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -91,6 +95,12 @@ PRESETS: dict[str, AaePreset] = {
         checkpoint_every=100, sample_every=100, norm="group", threads=1,
     ),
 }
+# the encoder on the shared pretrained trunk (frozen on the CPU): crops of 96 px so its stride-16 map has 6 x 6 cells
+PRESETS["cpu-pretrained"] = replace(PRESETS["cpu"], name="cpu-pretrained", encoder="lite0", image_size=96,
+                                    render_size=128, threads=None)
+PRESETS["paper-pretrained"] = replace(PRESETS["paper"], name="paper-pretrained", encoder="lite0", trunk_freeze="s8")
+PRESETS["tiny-pretrained"] = replace(PRESETS["tiny"], name="tiny-pretrained", encoder="lite0", image_size=64,
+                                     render_size=96, steps=200)
 
 
 def get_preset(name: str) -> AaePreset:
