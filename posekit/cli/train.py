@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -22,15 +21,16 @@ train_app = typer.Typer(
 
 def _preset_for(name: str | None, workspace: Path, resume: bool, device: str, steps: int | None):
     """The preset to train with: the workspace's own when resuming, else --preset ('auto': paper on CUDA, cpu else)."""
+    from posekit.data.store import workspace_config
     from posekit.methods.aae.presets import AaePreset, get_preset
 
-    cfg_file = workspace / "config.json"
+    cfg = workspace_config(workspace) if resume else None
     saved = None
-    if resume and cfg_file.is_file():
+    if cfg is not None:
         try:
-            saved = AaePreset.from_dict(json.loads(cfg_file.read_text())["preset"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise InputError(f"{cfg_file}: unreadable workspace config ({exc})") from None
+            saved = AaePreset.from_dict(cfg["preset"])
+        except (KeyError, TypeError) as exc:
+            raise InputError(f"{workspace / 'config.json'}: unreadable workspace config ({exc})") from None
     return choose_preset(name, device, get_preset, saved, workspace).with_steps(steps)
 
 
@@ -87,18 +87,17 @@ def aae_codebook_command(
 ) -> None:
     """(Re)build WORKSPACE/codebook.npz from the last checkpoint: codes of clean views x in-plane rotations."""
     from posekit.cad.load import load_model
+    from posekit.data.store import read_workspace_config
     from posekit.methods.aae.codebook import rebuild_codebook
 
-    cfg_file = workspace / "config.json"
-    if not cfg_file.is_file():
-        raise InputError(f"{workspace}: not an AAE workspace (no config.json; train one with `posekit train aae`)")
+    cfg = read_workspace_config(workspace, "aae", "posekit train aae", "AAE")
     if cad is None:
         try:
-            recorded = json.loads(cfg_file.read_text())["object"]["cad"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise InputError(f"{cfg_file}: unreadable workspace config ({exc})") from None
+            recorded = cfg["object"]["cad"]
+        except (KeyError, TypeError) as exc:
+            raise InputError(f"{workspace / 'config.json'}: unreadable workspace config ({exc})") from None
         if not recorded:
-            raise InputError(f"{cfg_file}: records no CAD path; pass --cad")
+            raise InputError(f"{workspace / 'config.json'}: records no CAD path; pass --cad")
         cad = Path(recorded)
     if (views is not None and views <= 0) or (inplane is not None and inplane <= 0):
         raise InputError("--views and --inplane must be positive")

@@ -19,22 +19,36 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def workspace_config(ws: str | Path) -> dict | None:
+    """A workspace folder's config.json as a dict, None where there is none; InputError naming the file when it
+    does not read as a JSON object. The one reader every workspace kind goes through."""
+    from posekit.errors import InputError
+
+    path = Path(ws) / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        cfg = json.loads(path.read_text())
+        if not isinstance(cfg, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: unreadable workspace config ({exc})") from None
+    return cfg
+
+
 def read_workspace_config(ws: str | Path, method: str, make: str, what: str | None = None) -> dict:
     """A workspace's config.json, which must be ``method``'s; InputError naming the file (and ``make``, the command
     that makes one) otherwise."""
     from posekit.errors import InputError
 
     what = what or method
-    path = Path(ws) / "config.json"
-    if not path.is_file():
-        raise InputError(f"{ws}: not a {what} workspace (no config.json; make one with `{make}`)")
-    try:
-        cfg = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: unreadable workspace config ({exc})") from None
-    found = cfg.get("method") if isinstance(cfg, dict) else None
+    article = "an" if what[:1].lower() in "aeio" else "a"
+    cfg = workspace_config(ws)
+    if cfg is None:
+        raise InputError(f"{ws}: not {article} {what} workspace (no config.json; make one with `{make}`)")
+    found = cfg.get("method")
     if found != method:
-        raise InputError(f"{path}: method is {found!r}, not a {what} workspace ({method})")
+        raise InputError(f"{Path(ws) / 'config.json'}: method is {found!r}, not {article} {what} workspace ({method})")
     return cfg
 
 

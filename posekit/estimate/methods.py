@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from posekit.cad.model import ObjectModel
@@ -13,13 +12,10 @@ COARSE_METHODS = ("templates", "aae", "regress")
 
 def workspace_method(path: str | Path) -> str | None:
     """The method a workspace folder records in its config.json (None where there is none)."""
-    cfg = Path(path) / "config.json"
-    if not cfg.is_file():
-        return None
-    try:
-        method = json.loads(cfg.read_text()).get("method")
-    except (OSError, ValueError, AttributeError) as exc:
-        raise InputError(f"{cfg}: unreadable workspace config ({exc})") from None
+    from posekit.data.store import workspace_config
+
+    cfg = workspace_config(path)
+    method = cfg.get("method") if cfg else None
     return str(method) if method else None
 
 

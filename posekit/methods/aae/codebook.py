@@ -220,17 +220,15 @@ def load_network(path: Path, preset: AaePreset, device: torch.device) -> tuple[A
 def load_workspace(path: str | Path, device: str | torch.device = "cpu", model: ObjectModel | None = None,
                    require_codebook: bool = True) -> AaeWorkspace:
     """Open a workspace written by ``posekit train aae``; with ``model`` given, check its mesh hash first."""
+    from posekit.data.store import read_workspace_config
     from posekit.train.loop import resolve_device
 
     path = Path(path)
-    cfg_file = path / "config.json"
-    if not cfg_file.is_file():
-        raise InputError(f"{path}: not an AAE workspace (no config.json; train one with `posekit train aae`)")
+    config = read_workspace_config(path, "aae", "posekit train aae", "AAE")
     try:
-        config = json.loads(cfg_file.read_text())
         preset = AaePreset.from_dict(config["preset"])
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise InputError(f"{cfg_file}: unreadable workspace config ({exc})") from None
+    except (KeyError, TypeError) as exc:
+        raise InputError(f"{path / 'config.json'}: unreadable workspace config ({exc})") from None
     dev = resolve_device(str(device))
     net, step = load_network(path, preset, dev)
     book = None

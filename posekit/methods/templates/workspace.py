@@ -20,6 +20,7 @@ import torch
 
 from posekit.cad.model import ObjectModel
 from posekit.data.jsonio import atomic_write, write_json_atomic
+from posekit.data.store import workspace_config
 from posekit.data.types import PoseEstimate
 from posekit.errors import InputError
 from posekit.features.backbone import Backbone, shared_backbone
@@ -127,26 +128,13 @@ def build_templates(model: ObjectModel, preset: TemplatePreset, device: str | to
 # --------------------------------------------------------------------------- the workspace
 
 
-def _read_config(path: Path) -> dict | None:
-    cfg = path / CONFIG_NAME
-    if not cfg.is_file():
-        return None
-    try:
-        config = json.loads(cfg.read_text())
-        if not isinstance(config, dict):
-            raise ValueError("not a JSON object")
-        return config
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{cfg}: unreadable workspace config ({exc})") from None
-
-
 def check_output(out: Path, model: ObjectModel) -> None:
     """InputError, before any work, when ``out`` cannot become this part's templates workspace."""
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder (--out must be a workspace folder)")
     if not out.parent.is_dir():
         raise InputError(f"{out.parent}: output folder does not exist")
-    config = _read_config(out) if out.is_dir() else None
+    config = workspace_config(out) if out.is_dir() else None
     if config is None:
         return
     if config.get("method") != METHOD:
@@ -240,7 +228,7 @@ def load_workspace(path: str | Path, device: str | torch.device = "cpu",
     from posekit.train.loop import resolve_device
 
     path = Path(path)
-    config = _read_config(path) if path.is_dir() else None
+    config = workspace_config(path) if path.is_dir() else None
     if config is None:
         raise InputError(f"{path}: not a templates workspace (no config.json; build one with "
                          f"`posekit train templates --cad PART --out {path}`)")
