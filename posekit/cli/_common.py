@@ -75,11 +75,26 @@ def parse_size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def saved_preset(workspace, resume: bool, from_config):
+    """The preset a workspace was trained with (``from_config``: the method's preset class's reader of the
+    config's "preset" entry) when resuming one that has a config.json; None otherwise."""
+    from posekit.data.store import workspace_config
+    from posekit.errors import InputError
+
+    cfg = workspace_config(workspace) if resume and workspace is not None else None
+    if cfg is None:
+        return None
+    try:
+        return from_config(cfg["preset"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"{workspace}/config.json: unreadable workspace config ({exc})") from None
+
+
 def choose_preset(name: str | None, device: str, get_preset, saved=None, workspace=None):
     """The preset a `train` command runs with.
 
-    ``saved``: the workspace's own preset when resuming (it wins; naming another one is an error);
-    otherwise ``--preset``, where 'auto' (or None) means 'paper' on CUDA and 'cpu' elsewhere.
+    ``saved``: the workspace's own preset when resuming (:func:`saved_preset`; it wins, naming another one is
+    an error); otherwise ``--preset``, where 'auto' (or None) means 'paper' on CUDA and 'cpu' elsewhere.
     ``get_preset`` is the method's lookup (it raises InputError for an unknown name).
     """
     from posekit.errors import InputError

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from posekit.cli._common import CENTER_HELP, choose_preset, guarded, recent_loss, store_out
+from posekit.cli._common import CENTER_HELP, choose_preset, guarded, recent_loss, saved_preset, store_out
 from posekit.errors import InputError
 
 train_app = typer.Typer(
@@ -21,16 +21,9 @@ train_app = typer.Typer(
 
 def _preset_for(name: str | None, workspace: Path, resume: bool, device: str, steps: int | None):
     """The preset to train with: the workspace's own when resuming, else --preset ('auto': paper on CUDA, cpu else)."""
-    from posekit.data.store import workspace_config
     from posekit.methods.aae.presets import AaePreset, get_preset
 
-    cfg = workspace_config(workspace) if resume else None
-    saved = None
-    if cfg is not None:
-        try:
-            saved = AaePreset.from_dict(cfg["preset"])
-        except (KeyError, TypeError) as exc:
-            raise InputError(f"{workspace / 'config.json'}: unreadable workspace config ({exc})") from None
+    saved = saved_preset(workspace, resume, AaePreset.from_dict)
     return choose_preset(name, device, get_preset, saved, workspace).with_steps(steps)
 
 

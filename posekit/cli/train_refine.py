@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from posekit.cli._common import CENTER_HELP, choose_preset, guarded, recent_loss, store_out
+from posekit.cli._common import CENTER_HELP, choose_preset, guarded, recent_loss, saved_preset, store_out
 
 
 def _preset(name: str, out: Path, resume: bool, device: str):
@@ -17,10 +17,9 @@ def _preset(name: str, out: Path, resume: bool, device: str):
     from posekit.methods.refine.presets import RefinePreset, get_preset
     from posekit.methods.refine.train import CONFIG_NAME, read_config
 
-    saved = None
     if resume and (out / CONFIG_NAME).is_file():
-        saved = RefinePreset.from_json(read_config(out)["preset"])
-    return choose_preset(name, device, get_preset, saved, out)
+        read_config(out)  # a refiner's workspace, or one line saying what it is
+    return choose_preset(name, device, get_preset, saved_preset(out, resume, RefinePreset.from_json), out)
 
 
 def train_refine_command(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from posekit.cli._common import CENTER_HELP, choose_preset, guarded, recent_loss, store_out
+from posekit.cli._common import CENTER_HELP, choose_preset, guarded, recent_loss, saved_preset, store_out
 
 
 def train_regress_command(
@@ -33,12 +33,11 @@ def train_regress_command(
 ) -> None:
     """Train Mask R-CNN (torchvision) on the pretrained EfficientNet-Lite0 FPN with Deep-6DPose's pose branch, on
     domain-randomised renders of the --cad objects. Several GPUs: torchrun --nproc_per_node=N -m posekit train regress."""
-    import json
 
     from posekit.cad.load import load_model
     from posekit.errors import InputError
     from posekit.methods.regress.presets import RegressPreset, get_preset
-    from posekit.methods.regress.train import CONFIG_NAME, train_regress
+    from posekit.methods.regress.train import train_regress
     from posekit.render.backgrounds import ImageBackgrounds
     from posekit.train.loop import distributed_env, resolve_device
 
@@ -53,12 +52,7 @@ def train_regress_command(
         match = re.search(r"obj_0*(\d+)", path.stem)
         models.append(load_model(path, units=units, center=center, obj_id=int(match.group(1)) if match else None))
     out = out or store_out("regress", [m.mesh_hash for m in models])
-    saved = None
-    if resume and (out / CONFIG_NAME).is_file():
-        try:
-            saved = RegressPreset.from_dict(json.loads((out / CONFIG_NAME).read_text())["preset"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise InputError(f"{out / CONFIG_NAME}: unreadable workspace config ({exc})") from None
+    saved = saved_preset(out, resume, RegressPreset.from_dict)
     chosen = choose_preset(preset, device, get_preset, saved, out).with_steps(steps)
     result = train_regress(models, out, chosen, resume=resume, device=device, seed=seed, data=data or None,
                            backgrounds=backgrounds)
