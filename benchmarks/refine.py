@@ -5,6 +5,10 @@
         with PyTorch3D as the renderer, in the same run (weights do not change the cost: an untrained
         network of the preset's shape is used).
 
+    python benchmarks/refine.py speed-kinds [--write-docs]
+        ms per iteration of every refinement kind in one run (DeepIM cpu, DeepIM on the pretrained trunk,
+        the feature search, the feature polish per step), batch 1 and 8, as ratios to the DeepIM cpu refiner.
+
     python benchmarks/refine.py lmo --aae-dir DIR --refiner WS [--boxes gt-visib] [--write-docs]
         AAE alone vs AAE + refiner (1, 2, 4 iterations; 4 with the best-scored iterate kept by --score mask and
         edges; with --polish N, default 3, 0 = leave out) on lmo-dev, through `posekit estimate --dataset` and
@@ -99,6 +103,74 @@ def speed(preset_name: str, repeats: int) -> str:
     for r, b, total, rend, net in rows:
         lines.append(f"| {r} | {b} | {1000 * total:.0f} | {1000 * rend:.0f} | {1000 * net:.0f} | {total / base[b]:.2f}x |")
     lines += ["", "`--renderer auto` picks pyrender on the CPU and PyTorch3D on CUDA."]
+    return "\n".join(lines)
+
+
+def speed_kinds(repeats: int) -> str:
+    """Every refinement kind in one run on one lmo-dev frame, batch 1 and 8: the DeepIM refiner (cpu preset),
+    the refiner on the pretrained trunk (cpu-pretrained; untrained networks of the presets' shapes: weights do not
+    change the cost), the feature search (--refine features) and its gradient polish (ms per step)."""
+    import torch
+
+    from posekit.data.bop import BopDataset
+    from posekit.data.types import RefineRun
+    from posekit.methods.featurefit import FeatureRefiner
+    from posekit.methods.refine.network import build_network
+    from posekit.methods.refine.pairs import prepare_object
+    from posekit.methods.refine.presets import get_preset
+    from posekit.methods.refine.refiner import Refiner
+
+    torch_threads()
+    ds = BopDataset(lmo_dev())
+    models = [ds.load_model(o) for o in ds.obj_ids]
+    frame = next(iter(ds.frames("test")))
+    obs = frame.observation()
+    gts = [g for g in frame.gts if g.obj_id in ds.obj_ids][:8]
+
+    def poses(batch):
+        sel = [gts[i % len(gts)] for i in range(batch)]
+        return ([g.obj_id for g in sel], np.stack([g.R for g in sel]),
+                np.stack([g.t for g in sel]) + np.array([5.0, -5.0, 20.0]))
+
+    refiners = []
+    for name in ("cpu", "cpu-pretrained"):
+        preset = get_preset(name)
+        torch.manual_seed(0)
+        refiners.append((f"DeepIM, {name} preset ({preset.crop_size[0]} px)",
+                         Refiner(build_network(preset), preset, [prepare_object(m, preset) for m in models],
+                                 device="cpu", renderer="pyrender")))
+    feat = FeatureRefiner(models, device="cpu")
+    refiners.append((f"features: search ({feat.config.crop} px, 11 candidates)", feat))
+    rows = []
+    try:
+        for label, ref in refiners:
+            for batch in (1, 8):
+                keys, R, t = poses(batch)
+                ref.refine(obs, keys, R, t, iters=1)  # warm-up (GL context, mesh upload)
+                best = min(np.mean(ref.refine(obs, keys, R, t, iters=2).times) for _ in range(repeats))
+                rows.append((label, batch, 1000 * best))
+        for batch in (1, 8):
+            keys, R, t = poses(batch)
+            run = RefineRun.start(batch, R, t, 0)
+            feat.polish(run, keys, steps=1, observation=obs)  # warm-up
+            best = min(feat.polish(run, keys, steps=5, observation=obs).seconds / 6 for _ in range(repeats))
+            rows.append((f"features: gradient polish ({feat.config.crop} px, {feat.config.polish_faces} faces), "
+                         "per step", batch, 1000 * best))
+    finally:
+        for _, ref in refiners:
+            ref.close()
+    base = {b: ms for label, b, ms in rows if label.startswith("DeepIM, cpu preset")}
+    lines = [
+        "`python benchmarks/refine.py speed-kinds` on an lmo-dev frame (8 LM-O objects; DeepIM networks untrained, "
+        f"of the presets' shapes; pyrender for the loops, PyTorch3D for the polish); {platform.machine()}, "
+        f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, no GPU. Best of {repeats} runs; ms for the "
+        "whole batch per iteration (per step for the polish, which also renders and scores its last pose).",
+        "",
+        "| kind | batch | ms / iteration | ms per instance | vs DeepIM cpu |",
+        "|---|---|---|---|---|",
+    ]
+    for label, b, ms in rows:
+        lines.append(f"| {label} | {b} | {ms:.0f} | {ms / b:.0f} | {ms / base[b]:.2f}x |")
     return "\n".join(lines)
 
 
@@ -499,6 +571,9 @@ def main() -> None:
     sy = sub.add_parser("synthetic")
     sy.add_argument("--refiner", type=Path, required=True)
     sy.add_argument("--write-docs", action="store_true")
+    sk = sub.add_parser("speed-kinds")
+    sk.add_argument("--repeats", type=int, default=3)
+    sk.add_argument("--write-docs", action="store_true")
     dr = sub.add_parser("drift")
     dr.add_argument("--refiner", type=Path, required=True)
     dr.add_argument("--images", type=int, default=40)
@@ -514,6 +589,9 @@ def main() -> None:
     if a.what == "speed":
         body = speed(a.preset, a.repeats)
         heading = "Refiner speed (DeepIM-style)"
+    elif a.what == "speed-kinds":
+        body = speed_kinds(a.repeats)
+        heading = "Refinement speed by kind (DeepIM, pretrained trunk, features)"
     elif a.what == "backgrounds":
         body = backgrounds(a.refiner)
         heading = "Refiner: real image vs renders over it (lmo-dev)"
@@ -533,7 +611,7 @@ def main() -> None:
     else:
         body = lmo(a.aae_dir, a.refiner, a.boxes, a.out, a.polish, coarse=a.coarse)
         heading = "Refiner on real LM-O images (lmo-dev)" if a.coarse == "AAE" else f"Refiner behind {a.coarse} (lmo-dev)"
-    preset = a.preset if a.what == "speed" else refiner_preset(a.refiner)
+    preset = a.preset if a.what == "speed" else "cpu" if a.what == "speed-kinds" else refiner_preset(a.refiner)
     if is_features(getattr(a, "refiner", "")):
         heading = f"{heading[:-1]}, --refine features)" if heading.endswith(")") else f"{heading} (--refine features)"
     elif preset != "cpu":  # another preset's figures get their own sections beside the cpu preset's

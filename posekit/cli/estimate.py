@@ -223,18 +223,19 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
     estimator = PoseEstimator({1: obj}, coarse=coarse, refiner=refiner, config=config, detector=det_ws)
     obs = Observation(image=rgb, camera=cam, bbox=detections[0].bbox if detections else None, mask=target_mask)
     try:
-        results = estimator.estimate(obs, detections or None, init=init_est)
+        found = estimator.run(obs, detections or None, init=init_est)
     finally:
         if refiner is not None:
             refiner.close()
-    if det_ws is not None and not estimator.last_detections:
+    results = found.estimates
+    if det_ws is not None and not found.detections:
         raise NotFound(f"{image}: no {obj.name} found (no detection scored --det-score {det_score} or more)")
     if detections_out is not None:
         from posekit.estimate.batch import write_detections
 
         im_id = inputs.image_id(image)
         write_detections(detections_out, [(0, im_id if im_id is not None else 0, d, results[0].timings.get("detect", 0.0)
-                                           if results else 0.0) for d in estimator.last_detections])
+                                           if results else 0.0) for d in found.detections])
         typer.echo(f"wrote {detections_out}", err=True)
     record = {"image": str(image), "cad": str(cad), "camera": {"K": cam.K.tolist(), "width": cam.width,
               "height": cam.height}, "chosen": {c.stage: c.what for c in choices},
@@ -245,7 +246,7 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
     else:
         typer.echo(json.dumps(record, indent=2))
     if overlay is not None:
-        _write_overlay(overlay, rgb, cam, obj, results, detections=estimator.last_detections if det_ws else None)
+        _write_overlay(overlay, rgb, cam, obj, results, detections=found.detections if det_ws else None)
         typer.echo(f"wrote {overlay}", err=True)
     if strip is not None:
         _write_overlay(strip, rgb, cam, obj, results, strip=True)

@@ -35,6 +35,15 @@ class Detection:
 
 
 @dataclass
+class ImageResult:
+    """What :meth:`PoseEstimator.run` found in one image: the detections used (the detector's, or those given)
+    and the estimates made from them."""
+
+    detections: list[Detection]
+    estimates: list[PoseEstimate]
+
+
+@dataclass
 class EstimatorConfig:
     """Settings of the stages (CLI flags map one to one)."""
 
@@ -156,16 +165,21 @@ class PoseEstimator:
 
     def estimate(self, obs: Observation, detections: Sequence[Detection] | None = None,
                  init: Sequence[PoseEstimate] | None = None) -> list[PoseEstimate]:
+        """The estimates of :meth:`run`."""
+        return self.run(obs, detections, init).estimates
+
+    def run(self, obs: Observation, detections: Sequence[Detection] | None = None,
+            init: Sequence[PoseEstimate] | None = None) -> ImageResult:
         """Detect (when no ``detections`` are given and a detector is loaded), coarse (unless ``init`` poses are
-        given), then refine (when a refiner is loaded); times each stage. ``self.last_detections`` keeps the
-        detections used."""
+        given), then refine (when a refiner is loaded); times each stage. Returns the detections used with the
+        estimates."""
         start = time.perf_counter()
         t_detect = 0.0
         if detections is None and init is None:
             detections = self.detect(obs)
             t_detect = time.perf_counter() - start
-        self.last_detections = list(detections or [])
-        estimates = list(init) if init is not None else self.coarse(obs, self.last_detections)
+        detections = list(detections or [])
+        estimates = list(init) if init is not None else self.coarse(obs, detections)
         if t_detect:
             for e in estimates:
                 e.timings["detect"] = t_detect
@@ -176,7 +190,7 @@ class PoseEstimator:
             e.timings.setdefault("coarse_total", t_coarse)
             e.timings["total"] = total
             e.time = total
-        return estimates
+        return ImageResult(detections=detections, estimates=estimates)
 
 
 def estimate_to_json(e: PoseEstimate) -> dict:
