@@ -176,8 +176,10 @@ def main() -> None:
         f"`python benchmarks/regress_lmo.py --workspace WS --templates TPL --workdir DIR --write-docs` on lmo-dev "
         f"(100 real images, the 8 objects); {platform.machine()}, {os.cpu_count()} CPUs, no GPU. Regressor: "
         f"`posekit train regress --preset {cfg['preset']['name']}` for the 8 objects, trained on renders over "
-        f"{'photo backgrounds' if cfg.get('backgrounds') else 'procedural backgrounds'}, **stopped at step {step} of "
-        f"{cfg['preset']['steps']}** (the session's time). Recall counts detections scored >= 0.5; AP uses all "
+        f"{'photo backgrounds' if cfg.get('backgrounds') else 'procedural backgrounds'}, "
+        + (f"**stopped at step {step} of {cfg['preset']['steps']}**" if step < cfg['preset']['steps']
+           else f"{step} steps (the whole run)")
+        + ". Recall counts detections scored >= 0.5; AP uses all "
         "detections >= 0.05. Poses: means over the objects (unweighted); the regressor's rows use its detections "
         "(a missed instance is a miss).",
         "",
