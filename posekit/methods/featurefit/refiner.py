@@ -145,13 +145,8 @@ class FeatureRefiner:
         B = len(R0)
         idx = np.array([self.object_index(k) for k in objects], dtype=np.int64)
         K = np.broadcast_to(observation.camera.K, (B, 3, 3)).astype(np.float64)
-        win = np.stack([zoom_window(R0[b], t0[b], self.corners[idx[b]], K[b], 1.0, cfg.window_scale)
-                        for b in range(B)])
-        Kc = crop_intrinsics(K, win, (S, S))
         img = image_tensor(observation.image).to(self.device)
-        obs = crop_images(img.expand(B, -1, -1, -1), torch.as_tensor(win, dtype=torch.float32, device=self.device),
-                          (S, S))
-        f_obs = self.backbone.features(obs, cfg.polish_feature)
+        win, Kc, f_obs = self._observe(img, idx, R0, t0, K, cfg.polish_feature)
         soft = self._get_soft_renderer()
         with torch.no_grad():
             sil = soft.render(torch.as_tensor(R0), torch.as_tensor(t0), torch.as_tensor(Kc), torch.as_tensor(idx),
@@ -164,6 +159,18 @@ class FeatureRefiner:
         res = polish(soft, idx, R0, t0, Kc, losses, steps=steps, lr=lr, depth=mask is not None)
         run.windows, run.K_crops = win, Kc
         return res
+
+    def _observe(self, img: torch.Tensor, idx: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray,
+                 feature: str) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+        """The zoom windows (B, 4) of poses R, t, their crop intrinsics (B, 3, 3) and the backbone's ``feature``
+        maps of the image (1, 3, H, W) cut into them at the crop size."""
+        S = self.config.crop
+        win = np.stack([zoom_window(R[b], t[b], self.corners[idx[b]], K[b], 1.0, self.config.window_scale)
+                        for b in range(len(R))])
+        Kc = crop_intrinsics(K, win, (S, S))
+        obs = crop_images(img.expand(len(R), -1, -1, -1),
+                          torch.as_tensor(win, dtype=torch.float32, device=self.device), (S, S))
+        return win, Kc, self.backbone.features(obs, feature)
 
     # ------------------------------------------------------------------ the search
     def _candidates(self, R: np.ndarray, t: np.ndarray, Kc: np.ndarray, rot: np.ndarray, shift: np.ndarray,
@@ -210,19 +217,13 @@ class FeatureRefiner:
         if B == 0:
             return run
         cfg = self.config
-        S = cfg.crop
         img = image_tensor(observation.image).to(self.device)
         K = np.broadcast_to(observation.camera.K, (B, 3, 3)).astype(np.float64)
         rot, shift, depth = (np.full(B, v, dtype=np.float64) for v in (cfg.rot_step, cfg.shift_step, cfg.depth_step))
         scores = np.zeros((iters + 1, B))
         for k in range(1, iters + 2 if score else iters + 1):
             t0 = time.perf_counter()
-            win = np.stack([zoom_window(R[b], t[b], self.corners[idx[b]], K[b], 1.0, cfg.window_scale)
-                            for b in range(B)])
-            Kc = crop_intrinsics(K, win, (S, S))
-            obs = crop_images(img.expand(B, -1, -1, -1), torch.as_tensor(win, dtype=torch.float32, device=self.device),
-                              (S, S))
-            f_obs = self.backbone.features(obs, cfg.feature)
+            win, Kc, f_obs = self._observe(img, idx, R, t, K, cfg.feature)
             last = k > iters
             if last:  # the extra round only scores the last pose
                 scores[k - 1] = self._score(f_obs, idx, R[:, None], t[:, None], Kc)[:, 0].cpu().numpy()
