@@ -54,33 +54,43 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 
+def _speed_frame():
+    """The speed benchmarks' input: the lmo-dev models, its first frame's observation and (``poses(batch)``) ``batch``
+    of its ground-truth instances of the 8 objects (repeated as needed) offset by 5, -5, 20 mm: keys, R, t."""
+    from posekit.data.bop import BopDataset
+
+    ds = BopDataset(lmo_dev())
+    models = [ds.load_model(o) for o in ds.obj_ids]
+    frame = next(iter(ds.frames("test")))
+    gts = [g for g in frame.gts if g.obj_id in ds.obj_ids][:8]
+
+    def poses(batch):
+        sel = [gts[i % len(gts)] for i in range(batch)]
+        return ([g.obj_id for g in sel], np.stack([g.R for g in sel]),
+                np.stack([g.t for g in sel]) + np.array([5.0, -5.0, 20.0]))
+
+    return models, frame.observation(), poses
+
+
 def speed(preset_name: str, repeats: int) -> str:
     import torch
 
-    from posekit.data.bop import BopDataset
     from posekit.methods.refine.network import build_network
     from posekit.methods.refine.pairs import prepare_object
     from posekit.methods.refine.presets import get_preset
     from posekit.methods.refine.refiner import Refiner
 
     torch_threads()
-    ds = BopDataset(lmo_dev())
     preset = get_preset(preset_name)
-    models = [ds.load_model(o) for o in ds.obj_ids]
+    models, obs, poses = _speed_frame()
     objects = [prepare_object(m, preset) for m in models]
-    frame = next(iter(ds.frames("test")))
-    obs = frame.observation()
-    gts = [g for g in frame.gts if g.obj_id in ds.obj_ids][:8]
     rows = []
     for renderer in ("pyrender", "pytorch3d"):
         torch.manual_seed(0)
         ref = Refiner(build_network(preset), preset, objects, device="cpu", renderer=renderer)
         try:
             for batch in (1, 8):
-                sel = [gts[i % len(gts)] for i in range(batch)]
-                R = np.stack([g.R for g in sel])
-                t = np.stack([g.t for g in sel]) + np.array([5.0, -5.0, 20.0])
-                keys = [g.obj_id for g in sel]
+                keys, R, t = poses(batch)
                 ref.refine(obs, keys, R, t, iters=1)  # warm-up (GL context, mesh upload)
                 best = None
                 for _ in range(repeats):
@@ -112,7 +122,6 @@ def speed_kinds(repeats: int) -> str:
     change the cost), the feature search (--refine features) and its gradient polish (ms per step)."""
     import torch
 
-    from posekit.data.bop import BopDataset
     from posekit.data.types import RefineRun
     from posekit.methods.featurefit import FeatureRefiner
     from posekit.methods.refine.network import build_network
@@ -121,17 +130,7 @@ def speed_kinds(repeats: int) -> str:
     from posekit.methods.refine.refiner import Refiner
 
     torch_threads()
-    ds = BopDataset(lmo_dev())
-    models = [ds.load_model(o) for o in ds.obj_ids]
-    frame = next(iter(ds.frames("test")))
-    obs = frame.observation()
-    gts = [g for g in frame.gts if g.obj_id in ds.obj_ids][:8]
-
-    def poses(batch):
-        sel = [gts[i % len(gts)] for i in range(batch)]
-        return ([g.obj_id for g in sel], np.stack([g.R for g in sel]),
-                np.stack([g.t for g in sel]) + np.array([5.0, -5.0, 20.0]))
-
+    models, obs, poses = _speed_frame()
     refiners = []
     for name in ("cpu", "cpu-pretrained"):
         preset = get_preset(name)
