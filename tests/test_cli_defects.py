@@ -18,6 +18,16 @@ def test_resume_of_a_missing_workspace_is_refused(tmp_path):
     assert not ws.exists()
 
 
+def test_resume_of_another_methods_workspace_is_refused_naming_it(tmp_path):
+    """`train refine --resume` into a folder whose config.json is not a refiner's: one line naming the file."""
+    ws = tmp_path / "aae_ws"
+    ws.mkdir()
+    (ws / "config.json").write_text(json.dumps({"method": "aae", "preset": {"name": "tiny"}}))
+    r = posekit_run("train", "refine", "--cad", PART, "--out", ws, "--preset", "tiny", "--resume")
+    assert r.returncode == 2 and "config.json" in r.stderr and "refiner" in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1 and sorted(p.name for p in ws.iterdir()) == ["config.json"]
+
+
 def test_render_count_0_and_unknown_preset_are_refused_naming_the_choices(tmp_path):
     r = posekit_run("render", "--cad", PART, "--out", tmp_path / "ds", "--count", "0")
     assert r.returncode == 2 and "--count must be at least 1" in r.stderr and not (tmp_path / "ds").exists()

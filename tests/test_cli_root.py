@@ -52,3 +52,20 @@ def test_doctor_reports_a_broken_renderer(monkeypatch):
     r = CliRunner().invoke(app, ["doctor"])
     assert r.exit_code == 1
     assert "fix: opengl: install EGL" in r.output
+
+
+def test_train_preset_help_names_every_preset_of_its_table():
+    """`posekit train X --help` is where users pick a preset: each method's table must be listed there in full."""
+    import typer.main
+
+    from posekit.cli.main import app
+    from posekit.methods.aae.presets import PRESETS as AAE
+    from posekit.methods.refine.presets import PRESETS as REFINE
+    from posekit.methods.regress.presets import PRESETS as REGRESS
+
+    train = typer.main.get_command(app).commands["train"]
+    for verb, table in (("aae", AAE), ("refine", REFINE), ("regress", REGRESS)):
+        (param,) = [p for p in train.commands[verb].params if p.name == "preset"]
+        listed = {w.strip(" ,;()") for w in param.help.split("|")} | set(param.help.replace("|", " ").split())
+        missing = [name for name in table if name not in listed]
+        assert not missing, (verb, missing, param.help)

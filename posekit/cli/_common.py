@@ -75,13 +75,16 @@ def parse_size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def saved_preset(workspace, resume: bool, from_config):
+def saved_preset(workspace, resume: bool, from_config, read=None):
     """The preset a workspace was trained with (``from_config``: the method's preset class's reader of the
-    config's "preset" entry) when resuming one that has a config.json; None otherwise."""
+    config's "preset" entry) when resuming one that has a config.json; None otherwise.
+
+    ``read``: the config reader (default :func:`posekit.data.store.workspace_config`, None where there is no
+    config); a method passes its own to check in the same read that the workspace is one of its kind."""
     from posekit.data.store import workspace_config
     from posekit.errors import InputError
 
-    cfg = workspace_config(workspace) if resume and workspace is not None else None
+    cfg = (read or workspace_config)(workspace) if resume and workspace is not None else None
     if cfg is None:
         return None
     try:

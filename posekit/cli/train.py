@@ -33,8 +33,9 @@ def train_aae_command(
     cad: Path = typer.Option(..., "--cad", help="The object's CAD file (STL/PLY/OBJ...)."),
     out: Path | None = typer.Option(None, "--out", help="Workspace folder (config, render cache, checkpoints, "
                                     "codebook); default: the model store (`posekit models`)."),
-    preset: str = typer.Option("auto", "--preset", help="paper | cpu | tiny | auto (paper on CUDA, else cpu); "
-                               "a resumed run keeps its own."),
+    preset: str = typer.Option("auto", "--preset", help="paper | cpu | tiny | paper-pretrained | "
+                               "cpu-pretrained | tiny-pretrained | auto (paper on CUDA, else cpu); a resumed run keeps "
+                               "its own."),
     steps: int | None = typer.Option(None, "--steps", help="Total optimiser steps (default: the preset's)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from WORKSPACE/checkpoints/last.pt."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),

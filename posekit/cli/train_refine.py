@@ -17,9 +17,10 @@ def _preset(name: str, out: Path, resume: bool, device: str):
     from posekit.methods.refine.presets import RefinePreset, get_preset
     from posekit.methods.refine.train import CONFIG_NAME, read_config
 
-    if resume and (out / CONFIG_NAME).is_file():
-        read_config(out)  # a refiner's workspace, or one line saying what it is
-    return choose_preset(name, device, get_preset, saved_preset(out, resume, RefinePreset.from_json), out)
+    def read(ws: Path) -> dict | None:  # a refiner's workspace, or one line saying what it is
+        return read_config(ws) if (ws / CONFIG_NAME).is_file() else None
+
+    return choose_preset(name, device, get_preset, saved_preset(out, resume, RefinePreset.from_json, read), out)
 
 
 def train_refine_command(
@@ -27,7 +28,8 @@ def train_refine_command(
                                    "network for all)."),
     out: Path | None = typer.Option(None, "--out", help="Workspace folder (config.json, checkpoints, curves); "
                                     "default: the model store (`posekit models`)."),
-    preset: str = typer.Option("auto", "--preset", help="cpu | cpu-hr | paper | tiny | auto (paper on CUDA, else cpu); "
+    preset: str = typer.Option("auto", "--preset", help="cpu | cpu-hr | cpu-pretrained | paper | "
+                               "paper-pretrained | tiny | tiny-pretrained | auto (paper on CUDA, else cpu); "
                                "a resumed run keeps its own."),
     steps: int | None = typer.Option(None, "--steps", help="Total optimiser steps (default: the preset's)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from WORKSPACE/checkpoints/last.pt."),
