@@ -99,7 +99,7 @@ PRESETS: dict[str, RefinePreset] = {
         groups=32, max_faces=20000, n_points=1000, batch_size=64, steps=100000, lr=3e-4,
         checkpoint_every=1000, sample_every=1000,
     ),
-    # 2.1 steps/s pooled on the 2 cores (measured for the 8 LM-O objects): 12,000 steps in about 95 min + the pool.
+    # 2.15 steps/s pooled on the 2 cores for the 8 LM-O objects: the whole run (pool 6000 + 12,000 steps) took 96.6 min.
     # The same head on the shared pretrained trunk (posekit.features.backbone): observed and rendered crops
     # through frozen ImageNet EfficientNet-Lite0 (no backward pass through it), their s8 / s16 maps combined
     # (both, their difference and their per-cell cosine), a small trainable head; 128-px crops because the
