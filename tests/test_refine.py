@@ -443,3 +443,38 @@ def test_torchrun_processes_train_and_resume_one_workspace(tmp_path, assets):
     assert "resuming" in r.stderr and r.stdout.count("to step 20") == 1, (r.stdout, r.stderr[-2000:])
     state = load_checkpoint(ws / "checkpoints" / "last.pt")
     assert state["step"] == 20 and len(state["history"]["loss"]) == 20
+
+
+def test_corr_combine_sees_the_photo_only_through_cosines_and_old_workspaces_keep_concat():
+    """`cpu-pretrained-corr`: the local correlation finds a known shift of a map, ignores the maps' strength (a real
+    photo's texture against a flat render), its network starts near "no update"; a workspace config written before
+    the option existed (no "combine") loads as the concatenating head it was trained with."""
+    from posekit.features.similarity import local_correlation
+    from posekit.methods.refine.network import CORR_RADIUS, PretrainedRefineNet, build_network
+    from posekit.methods.refine.presets import RefinePreset
+
+    torch.manual_seed(0)
+    a = torch.randn(2, 8, 9, 10)
+    b = torch.roll(a, shifts=(1, -2), dims=(2, 3))  # b[y + 1, x - 2] = a[y, x]
+    r = 3
+    c = local_correlation(a, b, r)
+    assert c.shape == (2, 49, 9, 10)
+    k = (1 + r) * (2 * r + 1) + (-2 + r)
+    inner = c[:, :, 1:8, 2:8]  # cells whose shifted neighbour is inside the map (not wrapped by roll)
+    assert torch.allclose(inner[:, k], torch.ones_like(inner[:, k]), atol=1e-5)
+    assert (inner.argmax(1) == k).all()
+    assert torch.allclose(local_correlation(5.0 * a, 0.2 * b, r), c, atol=1e-5)
+    assert c[:, 0, 0, 0].abs().max() == 0  # (dy, dx) = (-3, -3) from the corner lies outside: 0
+    preset = PRESETS["cpu-pretrained-corr"]
+    assert preset.combine == "corr" and PRESETS["cpu-pretrained"].combine == "concat"
+    net = build_network(dataclasses.replace(preset, crop_size=(64, 64)))
+    assert isinstance(net, PretrainedRefineNet) and set(CORR_RADIUS) == {"s8", "s16"}
+    out = net(torch.rand(2, 7, 64, 64))
+    assert torch.allclose(out.rot6d, torch.tensor([1.0, 0, 0, 0, 1, 0]).expand(2, 6), atol=0.05)
+    assert out.v.abs().max() < 0.05
+    old = PRESETS["cpu-pretrained"].to_json()
+    del old["combine"]
+    assert RefinePreset.from_json(old).combine == "concat"
+    assert RefinePreset.from_json(preset.to_json()) == preset
+    with pytest.raises(ValueError, match="combine"):
+        build_network(dataclasses.replace(preset, combine="sum"))

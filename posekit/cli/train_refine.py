@@ -28,7 +28,7 @@ def train_refine_command(
                                    "network for all)."),
     out: Path | None = typer.Option(None, "--out", help="Workspace folder (config.json, checkpoints, curves); "
                                     "default: the model store (`posekit models`)."),
-    preset: str = typer.Option("auto", "--preset", help="cpu | cpu-hr | cpu-pretrained | paper | "
+    preset: str = typer.Option("auto", "--preset", help="cpu | cpu-hr | cpu-pretrained | cpu-pretrained-corr | paper | "
                                "paper-pretrained | tiny | tiny-pretrained | auto (paper on CUDA, else cpu); "
                                "a resumed run keeps its own."),
     steps: int | None = typer.Option(None, "--steps", help="Total optimiser steps (default: the preset's)."),

@@ -49,3 +49,17 @@ def paired_similarity(queries: torch.Tensor, references: torch.Tensor, weights: 
     """
     cos = (cell_normalise(queries, eps) * cell_normalise(references, eps)).sum(1)  # (B, h, w)
     return (cos * weights).flatten(1).sum(1) / weights.flatten(1).sum(1).clamp_min(eps)
+
+
+def local_correlation(a: torch.Tensor, b: torch.Tensor, radius: int, eps: float = 1e-6) -> torch.Tensor:
+    """(B, (2r+1)^2, h, w) cosine of each cell of ``a`` with the cells of ``b`` within ``radius`` of it.
+
+    Channel ``(dy + r) * (2r+1) + (dx + r)`` holds cos(a[y, x], b[y + dy, x + dx]) (0 where that cell lies
+    outside the map), the cost volume of flow networks (PWC-Net, RAFT) over (B, C, h, w) maps. Only
+    directions are compared, so a map's overall strength (a real photo's texture against a flat-shaded
+    render) does not enter it.
+    """
+    k = 2 * radius + 1
+    B, C, h, w = a.shape
+    bn = F.unfold(cell_normalise(b, eps), k, padding=radius).view(B, C, k * k, h, w)
+    return (cell_normalise(a, eps).unsqueeze(2) * bn).sum(1)

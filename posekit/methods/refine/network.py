@@ -28,10 +28,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from posekit.features.similarity import local_correlation
 from posekit.geometry.rotations import rot6d_to_matrix
 from posekit.methods.refine.presets import RefinePreset
 
 IN_CHANNELS = 7
+#: PretrainedRefineNet's ways of combining the observed and rendered maps (RefinePreset.combine)
+COMBINE = ("concat", "corr")
+#: radius in cells of the "corr" combine's local correlation at each stride (s8: +-24 px of a 128-px crop)
+CORR_RADIUS = {"s8": 3, "s16": 2}
 IDENTITY_6D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 
 
@@ -149,8 +154,9 @@ class PretrainedRefineNet(nn.Module):
     :class:`RefineNet`.
 
     Observed and rendered crops go through one EfficientNet-Lite0 (``posekit.features.backbone``; shared
-    weights, ImageNet normalisation inside). At stride 8 and 16 the two maps are combined as
-    [observed, rendered, observed - rendered, per-cell cosine] (+ the rendered mask's cell coverage and,
+    weights, ImageNet normalisation inside). At stride 8 and 16 the two maps are combined (``preset.combine``)
+    as [observed, rendered, observed - rendered, per-cell cosine] ("concat") or as [local cosine correlation
+    volume, rendered] ("corr": the observed photo enters only through cosines) (+ the rendered mask's cell coverage and,
     with ``coord_channels``, the crop's x, y at s8); trainable GroupNorm convs fuse s8 (brought to s16 by a
     stride-2 conv) with s16, one more stride-2 stage, the pooled grid and the FC layers give the update.
     The visible mask is decoded from the observed s4 map and the fused s8 features. With the trunk frozen up
@@ -170,10 +176,17 @@ class PretrainedRefineNet(nn.Module):
         self.coord_channels = bool(preset.coord_channels)
         self.trunk = Backbone(freeze=preset.trunk_freeze).truncate("s16")
         self.frozen = preset.trunk_freeze == "s16"
+        if preset.combine not in COMBINE:
+            raise ValueError(f"unknown refiner combine {preset.combine!r}; choose one of {', '.join(COMBINE)}")
+        self.combine = preset.combine
         c4, c8, c16 = (Backbone.channels(n) for n in ("s4", "s8", "s16"))
-        self.fuse8 = _conv_gn(3 * c8 + 2 + 2 * self.coord_channels, w[0], 1, g)
+        if self.combine == "corr":  # correlation volume + the rendered map (the render's own domain)
+            p8, p16 = (2 * CORR_RADIUS["s8"] + 1) ** 2 + c8, (2 * CORR_RADIUS["s16"] + 1) ** 2 + c16
+        else:  # observed, rendered, difference, cosine
+            p8, p16 = 3 * c8 + 1, 3 * c16 + 1
+        self.fuse8 = _conv_gn(p8 + 1 + 2 * self.coord_channels, w[0], 1, g)
         self.down8 = _conv_gn(w[0], w[0], 2, g)
-        self.fuse16 = _conv_gn(3 * c16 + 2 + w[0], w[0], 1, g)
+        self.fuse16 = _conv_gn(p16 + 1 + w[0], w[0], 1, g)
         self.stage32 = _conv_gn(w[0], w[1], 2, g)
         gp = int(preset.pool_grid)
         self.pool = nn.AdaptiveAvgPool2d((gp, gp))
@@ -191,8 +204,9 @@ class PretrainedRefineNet(nn.Module):
             self.trans_head.weight.normal_(0.0, 1e-3)
             self.trans_head.bias.zero_()
 
-    @staticmethod
-    def _pair(fo: torch.Tensor, fr: torch.Tensor) -> torch.Tensor:
+    def _pair(self, fo: torch.Tensor, fr: torch.Tensor, name: str) -> torch.Tensor:
+        if self.combine == "corr":
+            return torch.cat([local_correlation(fo, fr, CORR_RADIUS[name]), fr], dim=1)
         cos = (F.normalize(fo, dim=1) * F.normalize(fr, dim=1)).sum(1, keepdim=True)
         return torch.cat([fo, fr, fo - fr, cos], dim=1)
 
@@ -211,11 +225,11 @@ class PretrainedRefineNet(nn.Module):
             ys = torch.linspace(0.0, 1.0, h, device=x.device, dtype=x.dtype)
             xs = torch.linspace(0.0, 1.0, w_, device=x.device, dtype=x.dtype)
             extra8 += [xs.view(1, 1, 1, w_).expand(B, 1, h, w_), ys.view(1, 1, h, 1).expand(B, 1, h, w_)]
-        h8 = self.fuse8(torch.cat([self._pair(f8[:B], f8[B:]), *extra8], dim=1))
+        h8 = self.fuse8(torch.cat([self._pair(f8[:B], f8[B:], "s8"), *extra8], dim=1))
         d8 = self.down8(h8)
         m16 = F.adaptive_avg_pool2d(x[:, 6:7], f16.shape[-2:])
         d8 = F.interpolate(d8, size=f16.shape[-2:], mode="bilinear", align_corners=False) if d8.shape[-2:] != f16.shape[-2:] else d8
-        h16 = self.fuse16(torch.cat([self._pair(f16[:B], f16[B:]), m16, d8], dim=1))
+        h16 = self.fuse16(torch.cat([self._pair(f16[:B], f16[B:], "s16"), m16, d8], dim=1))
         h32 = self.stage32(h16)
         up = F.interpolate(h8, size=f4.shape[-2:], mode="bilinear", align_corners=False)
         mask = self.mask_out(self.mask_fuse(torch.cat([f4, up], dim=1)))

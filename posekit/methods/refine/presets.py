@@ -69,6 +69,10 @@ class RefinePreset:
     background_image_p: float = 0.5  # share of observed backgrounds cut from the --backgrounds photos, when given
     trunk: str = ""  # "" = the from-scratch network above; "lite0" = the shared pretrained EfficientNet-Lite0
     trunk_freeze: str | None = "s16"  # with a trunk: keep its ImageNet weights up to this map (None: fine-tune all)
+    # with a trunk: how the observed and rendered maps meet. "concat": both maps, their difference and their
+    # per-cell cosine; "corr": only local cosine correlations (radius 3 cells at s8, 2 at s16) beside the rendered
+    # maps, so that nothing of the real photo reaches the head except through a cosine
+    combine: str = "concat"
     extras: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -106,6 +110,11 @@ PRESETS: dict[str, RefinePreset] = {
     # stride-8 maps of a 64-px crop are only 8 x 8 cells
     "cpu-pretrained": replace(_CPU, name="cpu-pretrained", trunk="lite0", trunk_freeze="s16", crop_size=(128, 128),
                               widths=(128, 256), fc_width=256, batch_size=16, steps=12000, lr=3e-4),
+    # the same with the "corr" combine: the head sees the real photo only through local cosine correlations with
+    # the render (the cpu-pretrained head's raw observed maps carried a depth bias from real vs rendered appearance)
+    "cpu-pretrained-corr": replace(_CPU, name="cpu-pretrained-corr", trunk="lite0", trunk_freeze="s16",
+                                   crop_size=(128, 128), widths=(128, 256), fc_width=256, batch_size=16, steps=12000,
+                                   lr=3e-4, combine="corr"),
     "paper-pretrained": RefinePreset(
         name="paper-pretrained", trunk="lite0", trunk_freeze="s8", crop_size=(256, 192), widths=(256, 512),
         fc_width=512, groups=32, max_faces=20000, n_points=1000, batch_size=64, steps=60000, lr=2e-4,
