@@ -10,8 +10,8 @@
         the feature search, the feature polish per step), batch 1 and 8, as ratios to the DeepIM cpu refiner.
 
     python benchmarks/refine.py lmo --aae-dir DIR --refiner WS [--boxes gt-visib] [--write-docs]
-        AAE alone vs AAE + refiner (1, 2, 4 iterations; 4 with the best-scored iterate kept by --score mask and
-        edges; with --polish N, default 3, 0 = leave out) on lmo-dev, through `posekit estimate --dataset` and
+        AAE alone vs AAE + refiner (1, 2, 4 iterations; 4 with the best-scored iterate kept by --score mask,
+        edges and features; with --polish N, default 3, 0 = leave out) on lmo-dev, through `posekit estimate --dataset` and
         `posekit eval`: ADD(-S) 0.1d, AR_MSSD, AR_MSPD per object and mean.
 
     python benchmarks/refine.py synthetic --refiner WS [--write-docs]
@@ -51,6 +51,8 @@ from _common import (  # benchmarks/ is on sys.path when a script runs
 )
 
 REPO = Path(__file__).resolve().parent.parent
+#: the --score modes measured for a trained (DeepIM) refiner; the feature search has only its own ("features")
+DEEPIM_SCORES = ("mask", "edges", "features")
 
 
 
@@ -205,7 +207,7 @@ def _per_object_table(reports: dict[str, dict]) -> list[str]:
     return lines
 
 
-def lmo(aae_dir: Path, refiner: Path, boxes: str, out_dir: Path, polish: int, scores: tuple[str, ...] = ("mask", "edges"),
+def lmo(aae_dir: Path, refiner: Path, boxes: str, out_dir: Path, polish: int, scores: tuple[str, ...] = DEEPIM_SCORES,
         coarse: str = "AAE") -> str:
     data = lmo_dev()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -280,7 +282,7 @@ def perturb_ground_truth(gts, rng: np.random.Generator, angle_deg: float, sxy: f
 
 
 def perturbed(refiner_ws: Path, out_dir: Path, iters: tuple[int, ...] = (1, 2, 4), seed: int = 0,
-              scores: tuple[str, ...] = ("mask", "edges"), polish: int = 0, objects: list[int] | None = None,
+              scores: tuple[str, ...] = DEEPIM_SCORES, polish: int = 0, objects: list[int] | None = None,
               noise: tuple[int, ...] = (0, 1)) -> str:
     """Refine ground truth perturbed by known noise on the real lmo-dev images; how much noise is removed.
 
@@ -388,7 +390,7 @@ def drift(refiner_ws: Path, n_images: int = 40, iters: int = 3, seed: int = 0) -
     ref = load_refiner(refiner_ws, ds)
     models = {o: ds.load_model(o) for o in ds.obj_ids}
     rng = np.random.default_rng(seed)
-    modes = ("features",) if is_features(refiner_ws) else ("mask", "edges")
+    modes = ("features",) if is_features(refiner_ws) else DEEPIM_SCORES
     offsets, objs, add, scores = [], [], [], {m: [] for m in modes}
     for n, frame in enumerate(ds.frames("test")):
         if n >= n_images:

@@ -19,7 +19,7 @@ class NotFound(PosekitError):
 
 METHODS = ("auto", "templates", "aae", "regress")
 REFINERS = ("auto", "none", "deepim", "features")
-SCORE_MODES = {"mask": "deepim", "edges": "deepim", "features": "features"}  # --score: the refiner it needs
+SCORE_MODES = {"mask": ("deepim",), "edges": ("deepim",), "features": ("deepim", "features")}  # --score: the refiners it goes with
 
 
 def _objects_option(text: str | None) -> set[int] | None:
@@ -73,7 +73,7 @@ def estimate(
     iters: int = typer.Option(4, "--iters", min=0, help="Refiner iterations."),
     polish: int = typer.Option(0, "--polish", min=0, help="Gradient steps on the pose through PyTorch3D after refinement: towards the predicted (or --mask) silhouette after --refine deepim, by feature-metric alignment (plus --mask) after --refine features."),
     mask: Path | None = typer.Option(None, "--mask", help="The object's mask (an image of the image's size, object >= 128): the polish's silhouette target (instead of the DeepIM refiner's predicted mask; beside the features after --refine features)."),
-    score: str = typer.Option("none", "--score", help="Keep the best refiner iterate (the start included), not the last: none, mask (silhouette vs the refiner's predicted object mask) or edges (outline vs image edges) with --refine deepim, features (masked feature similarity) with --refine features."),
+    score: str = typer.Option("none", "--score", help="Keep the best refiner iterate (the start included), not the last: none, mask (silhouette vs the refiner's predicted object mask) or edges (outline vs image edges) with --refine deepim, features (masked similarity of the pretrained backbone's maps) with --refine deepim or features."),
     renderer: str = typer.Option("auto", "--renderer", help="Refiner renderer: auto, pytorch3d or pyrender."),
     init: Path | None = typer.Option(None, "--init", help="Start refinement from the pose in this JSON (R, t in mm; every pose of a `posekit estimate --json` output) instead of the AAE."),
     overlay: Path | None = typer.Option(None, "--overlay", help="Write the pose over the image (.png/.jpg; .gif: one frame per stage, e.g. each refiner iteration)."),
@@ -99,8 +99,8 @@ def estimate(
         raise InputError(f"--refine must be one of {', '.join(REFINERS)}, got {refine!r}")
     if score and (refine == "none" or iters == 0):
         raise InputError("--score chooses among refiner iterations: use it with --refine deepim and --iters >= 1")
-    if score and refine in ("deepim", "features") and SCORE_MODES[score] != refine:
-        raise InputError(f"--score {score} goes with --refine {SCORE_MODES[score]}, not --refine {refine}")
+    if score and refine in ("deepim", "features") and refine not in SCORE_MODES[score]:
+        raise InputError(f"--score {score} goes with --refine {' or '.join(SCORE_MODES[score])}, not --refine {refine}")
     if polish and refine == "none":
         raise InputError("--polish follows a refiner: use it with --refine deepim or --refine features")
     if polish and refine != "features" and iters == 0:
@@ -213,8 +213,8 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
         from posekit.estimate.methods import load_coarse
 
         coarse[1] = load_coarse(coarse_path, method, device=device, model=obj)
-    if score and SCORE_MODES[score] != refine_kind:
-        raise InputError(f"--score {score} goes with --refine {SCORE_MODES[score]}; the refiner here is {refine_kind}")
+    if score and refine_kind not in SCORE_MODES[score]:
+        raise InputError(f"--score {score} goes with --refine {' or '.join(SCORE_MODES[score])}; the refiner here is {refine_kind}")
     refiner = _open_refiner(refine_kind, refiner_path, [obj], device, renderer)
     for c in choices:  # what this run uses, once all of it has loaded
         typer.echo(f"posekit: {c.stage:<7} {c.what}", err=True)

@@ -37,7 +37,7 @@ from posekit.train.checkpoint import load_weights
 from posekit.train.loop import checkpoint_path, resolve_device
 
 RENDERERS = ("auto", "pyrender", "pytorch3d")
-SCORES = (None, "mask", "edges")
+SCORES = (None, "mask", "edges", "features")
 
 
 def _sobel(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,6 +72,26 @@ def _silhouette_agreement(mask_logits: torch.Tensor, rendered: torch.Tensor, siz
     inter = (p * rendered).flatten(1).sum(1)
     union = (p + rendered - p * rendered).flatten(1).sum(1)
     return (inter / union.clamp_min(1e-6)).double().cpu().numpy()
+
+
+def feature_agreement(observed: torch.Tensor, rendered: torch.Tensor, masks: torch.Tensor, n: int,
+                      feature: str = "s8") -> np.ndarray:
+    """(B, n) masked feature similarity of n renders per instance with their observed crop, all in one crop.
+
+    observed (B, 3, H, W); rendered (B n, 3, H, W) and masks (B n, 1, H, W), instance-major. The shared
+    pretrained backbone's ``feature`` maps are compared cell by cell (cosine) under the union of the
+    instance's n masks, so that a smaller render is not preferred for covering fewer cells (a score under
+    each render's own mask favours poses too far away). The templates' similarity, so it reads real photos.
+    """
+    from posekit.features.backbone import Backbone, shared_backbone
+    from posekit.features.similarity import mask_weights, paired_similarity
+
+    net = shared_backbone(observed.device)
+    f_obs, f = net.features(observed, feature), net.features(rendered, feature)
+    w = mask_weights(masks, Backbone.stride(feature), tuple(f.shape[-2:]))
+    B = observed.shape[0]
+    union = w.view(B, n, *w.shape[-2:]).amax(1, keepdim=True).expand(-1, n, -1, -1).reshape_as(w)
+    return paired_similarity(f_obs.repeat_interleave(n, dim=0), f, union).view(B, n).double().cpu().numpy()
 
 
 class Refiner:
@@ -196,8 +216,9 @@ class Refiner:
         (MegaPose scores its hypotheses likewise). ``"mask"``: soft IoU of the rendered silhouette with
         the visible mask the network predicts (one more network pass for the last pose); ``"edges"``:
         how well the silhouette's contour lies on image edges of the same orientation (no learning,
-        so no sim-to-real gap; one more render for the last pose; :func:`contour_edge_agreement`).
-        None: no scoring.
+        so no sim-to-real gap; one more render for the last pose; :func:`contour_edge_agreement`);
+        ``"features"``: every iterate rendered again in the start pose's crop and compared with it through the
+        pretrained backbone (:func:`feature_agreement`; iters + 1 more renders). None: no scoring.
         """
         if score not in SCORES:
             raise InputError(f"--score must be one of {', '.join(str(s) for s in SCORES)}, got {score!r}")
@@ -241,7 +262,24 @@ class Refiner:
             if k == iters:
                 run.mask_probs = mask_probabilities(out.mask_logits, size[::-1])[:, 0].cpu().numpy()
                 run.windows, run.K_crops = win, Kc
+            if score == "features" and k == iters:
+                break
+        if score == "features":
+            run.scores = self._feature_scores(img, idx, run, K)
         return run
 
+    def _feature_scores(self, img: torch.Tensor, idx: np.ndarray, run: RefineRun, K: np.ndarray) -> np.ndarray:
+        """(iters + 1, B) :func:`feature_agreement` of every iterate, all rendered in the start pose's zoom crop."""
+        n, B = run.R.shape[:2]
+        size = tuple(self.preset.crop_size)
+        win = zoom_windows(self.objects, idx, run.R[0], run.t[0], K, self.preset)
+        Kc = crop_intrinsics(np.asarray(K, np.float64), win, size)
+        obs = crop_images(img.expand(B, -1, -1, -1), torch.as_tensor(win, dtype=torch.float32, device=self.device), size)
+        R = np.swapaxes(run.R, 0, 1).reshape(-1, 3, 3)  # instance-major: (B n, 3, 3)
+        t = np.swapaxes(run.t, 0, 1).reshape(-1, 3)
+        rgb, mask = render_in_crops(self._get_renderer(), [o.render_model for o in self.objects], np.repeat(idx, n),
+                                    R, t, np.repeat(Kc, n, axis=0), size)
+        return feature_agreement(obs, rgb.to(self.device), mask.to(self.device), n).T
 
-__all__ = ["Refiner", "RefineRun", "RENDERERS", "SCORES", "contour_edge_agreement"]
+
+__all__ = ["Refiner", "RefineRun", "RENDERERS", "SCORES", "contour_edge_agreement", "feature_agreement"]
