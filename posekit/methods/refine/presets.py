@@ -11,10 +11,11 @@ rotations are resolved to half the pixel fraction); the weights have the same sh
 forward and backward for a batch of 32 here).
 ``paper``: for a GPU -- 256x192 crops (DeepIM's 640x480 zoom at 4:3, downscaled), a ResNet-style
 residual backbone with ~11 M parameters, larger batches, more steps.
-``cpu-pretrained`` / ``paper-pretrained`` / ``tiny-pretrained``: the refiner on the shared pretrained trunk
+``cpu-pretrained`` / ``cpu-pretrained-corr`` / ``paper-pretrained`` / ``tiny-pretrained``: the refiner on the shared pretrained trunk
 (``RefinePreset.trunk = "lite0"``; ``network.PretrainedRefineNet``): the same inputs, outputs, loss and pair
 sampling, but the crops go through ImageNet EfficientNet-Lite0 (frozen on the CPU: no backward pass
-through it; its s16 stages fine-tuned in the paper variant) and only a small head is trained.
+through it; its s16 stages fine-tuned in the paper variant) and only a small head is trained; ``-corr``: the head
+reads the observed crop only through a local correlation volume with the render (``combine="corr"``).
 ``tiny``: for tests (a minute on CPU). lr 3e-4: at 2e-3 (its former value) the pose heads did not learn
 at all in 800 steps (held-out xy error flat), at 3e-4 they start within ~200 steps. Uncoloured meshes are
 observed in their own grey shading (plain_color_p=0): with random plain colours the network must
@@ -111,9 +112,11 @@ PRESETS: dict[str, RefinePreset] = {
     "cpu-pretrained": replace(_CPU, name="cpu-pretrained", trunk="lite0", trunk_freeze="s16", crop_size=(128, 128),
                               widths=(128, 256), fc_width=256, batch_size=16, steps=12000, lr=3e-4),
     # the same with the "corr" combine: the head sees the real photo only through local cosine correlations with
-    # the render (the cpu-pretrained head's raw observed maps carried a depth bias from real vs rendered appearance)
+    # the render (the cpu-pretrained head's raw observed maps carried a depth bias from real vs rendered appearance:
+    # at step 2,000, from 10-deg lmo-dev starts, median te after 4 it. 76 mm with "concat", 34 mm with "corr").
+    # 6,000 steps: the measured run (2,000 on a 12,000-step cosine, resumed with --steps 6000), about 50 min here
     "cpu-pretrained-corr": replace(_CPU, name="cpu-pretrained-corr", trunk="lite0", trunk_freeze="s16",
-                                   crop_size=(128, 128), widths=(128, 256), fc_width=256, batch_size=16, steps=12000,
+                                   crop_size=(128, 128), widths=(128, 256), fc_width=256, batch_size=16, steps=6000,
                                    lr=3e-4, combine="corr"),
     "paper-pretrained": RefinePreset(
         name="paper-pretrained", trunk="lite0", trunk_freeze="s8", crop_size=(256, 192), widths=(256, 512),
