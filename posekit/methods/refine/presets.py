@@ -114,7 +114,7 @@ PRESETS: dict[str, RefinePreset] = {
     # the same with the "corr" combine: the head sees the real photo only through local cosine correlations with
     # the render (the cpu-pretrained head's raw observed maps carried a depth bias from real vs rendered appearance:
     # at step 2,000, from 10-deg lmo-dev starts, median te after 4 it. 76 mm with "concat", 34 mm with "corr").
-    # 6,000 steps: the measured run (2,000 on a 12,000-step cosine, resumed with --steps 6000), about 50 min here
+    # 6,000 steps: the measured run (2,000 on a 12,000-step cosine, resumed with --steps 6000), 56 min here in two sittings (about 52 in one)
     "cpu-pretrained-corr": replace(_CPU, name="cpu-pretrained-corr", trunk="lite0", trunk_freeze="s16",
                                    crop_size=(128, 128), widths=(128, 256), fc_width=256, batch_size=16, steps=6000,
                                    lr=3e-4, combine="corr"),
