@@ -120,8 +120,8 @@ def speed(preset_name: str, repeats: int) -> str:
 
 def speed_kinds(repeats: int) -> str:
     """Every refinement kind in one run on one lmo-dev frame, batch 1 and 8: the DeepIM refiner (cpu preset),
-    the refiner on the pretrained trunk (cpu-pretrained; untrained networks of the presets' shapes: weights do not
-    change the cost), the feature search (--refine features) and its gradient polish (ms per step)."""
+    the refiner on the pretrained trunk (cpu-pretrained and its correlation head cpu-pretrained-corr; untrained
+    networks of the presets' shapes: weights do not change the cost), the feature search (--refine features) and its gradient polish (ms per step)."""
     import torch
 
     from posekit.data.types import RefineRun
@@ -134,7 +134,7 @@ def speed_kinds(repeats: int) -> str:
     torch_threads()
     models, obs, poses = _speed_frame()
     refiners = []
-    for name in ("cpu", "cpu-pretrained"):
+    for name in ("cpu", "cpu-pretrained", "cpu-pretrained-corr"):
         preset = get_preset(name)
         torch.manual_seed(0)
         refiners.append((f"DeepIM, {name} preset ({preset.crop_size[0]} px)",
