@@ -80,8 +80,9 @@ def feature_agreement(observed: torch.Tensor, rendered: torch.Tensor, masks: tor
 
     observed (B, 3, H, W); rendered (B n, 3, H, W) and masks (B n, 1, H, W), instance-major. The shared
     pretrained backbone's ``feature`` maps are compared cell by cell (cosine) under the union of the
-    instance's n masks, so that a smaller render is not preferred for covering fewer cells (a score under
-    each render's own mask favours poses too far away). The templates' similarity, so it reads real photos.
+    instance's n masks, so that a smaller render is not preferred for covering fewer cells (on real crops a
+    score under each candidate's own mask favoured smaller renders in the feature search). The templates'
+    similarity, so it reads real photos.
     """
     from posekit.features.backbone import Backbone, shared_backbone
     from posekit.features.similarity import mask_weights, paired_similarity
