@@ -51,6 +51,18 @@ def paired_similarity(queries: torch.Tensor, references: torch.Tensor, weights: 
     return (cos * weights).flatten(1).sum(1) / weights.flatten(1).sum(1).clamp_min(eps)
 
 
+def union_similarity(queries: torch.Tensor, references: torch.Tensor, weights: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, n) masked similarity of each of B query maps with its n references, all under the union of its n masks.
+
+    queries (B, C, h, w); references (B n, C, h, w) and weights (B n, h, w), query-major. Scoring n poses of one
+    object under their common mask keeps a smaller render from winning by covering fewer cells (with each
+    render's own mask the feature search preferred smaller renders on real crops).
+    """
+    B = queries.shape[0]
+    union = weights.view(B, n, *weights.shape[-2:]).amax(1, keepdim=True).expand(-1, n, -1, -1).reshape_as(weights)
+    return paired_similarity(queries.repeat_interleave(n, dim=0), references, union).view(B, n)
+
+
 def local_correlation(a: torch.Tensor, b: torch.Tensor, radius: int, eps: float = 1e-6) -> torch.Tensor:
     """(B, (2r+1)^2, h, w) cosine of each cell of ``a`` with the cells of ``b`` within ``radius`` of it.
 

@@ -32,7 +32,7 @@ from posekit.cad.model import ObjectModel, model_index
 from posekit.data.types import Observation, RefineRun
 from posekit.errors import InputError
 from posekit.features.backbone import Backbone, shared_backbone
-from posekit.features.similarity import mask_weights, paired_similarity
+from posekit.features.similarity import mask_weights, union_similarity
 from posekit.geometry.crop import crop_images, crop_intrinsics, crop_mask, zoom_window
 from posekit.methods.viewbased import image_tensor
 from posekit.render.crops import render_in_crops
@@ -194,15 +194,13 @@ class FeatureRefiner:
     def _score(self, f_obs: torch.Tensor, idx: np.ndarray, Rc: np.ndarray, tc: np.ndarray,
                Kc: np.ndarray) -> torch.Tensor:
         """(B, C) masked similarities of the candidates' renders with the observed maps (B, C', h, w)."""
-        B, C = Rc.shape[:2]
+        C = Rc.shape[1]
         S = self.config.crop
         rgb, mask = render_in_crops(self._get_renderer(), self.render_models, np.repeat(idx, C), Rc.reshape(-1, 3, 3),
                                     tc.reshape(-1, 3), np.repeat(Kc, C, axis=0), (S, S))
         f = self.backbone.features(rgb.to(self.device), self.config.feature)
         w = mask_weights(mask.to(self.device), Backbone.stride(self.config.feature), tuple(f.shape[-2:]))
-        union = w.view(B, C, *w.shape[-2:]).amax(1, keepdim=True).expand(-1, C, -1, -1).reshape_as(w)
-        q = f_obs.repeat_interleave(C, dim=0)
-        return paired_similarity(q, f, union).view(B, C)
+        return union_similarity(f_obs, f, w, C)
 
     @torch.no_grad()
     def refine(self, observation: Observation, objects: Sequence[int | str], R, t, iters: int = 4,

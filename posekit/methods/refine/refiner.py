@@ -78,21 +78,18 @@ def feature_agreement(observed: torch.Tensor, rendered: torch.Tensor, masks: tor
                       feature: str = "s8") -> np.ndarray:
     """(B, n) masked feature similarity of n renders per instance with their observed crop, all in one crop.
 
-    observed (B, 3, H, W); rendered (B n, 3, H, W) and masks (B n, 1, H, W), instance-major. The shared
-    pretrained backbone's ``feature`` maps are compared cell by cell (cosine) under the union of the
-    instance's n masks, so that a smaller render is not preferred for covering fewer cells (on real crops a
-    score under each candidate's own mask favoured smaller renders in the feature search). The templates'
-    similarity, so it reads real photos.
+    observed (B, 3, H, W); rendered (B n, 3, H, W) and masks (B n, 1, H, W), instance-major: the shared
+    pretrained backbone's ``feature`` maps compared cell by cell (cosine) under the union of the instance's n
+    masks (:func:`~posekit.features.similarity.union_similarity`). The templates' similarity, so it reads real
+    photos.
     """
     from posekit.features.backbone import Backbone, shared_backbone
-    from posekit.features.similarity import mask_weights, paired_similarity
+    from posekit.features.similarity import mask_weights, union_similarity
 
     net = shared_backbone(observed.device)
     f_obs, f = net.features(observed, feature), net.features(rendered, feature)
     w = mask_weights(masks, Backbone.stride(feature), tuple(f.shape[-2:]))
-    B = observed.shape[0]
-    union = w.view(B, n, *w.shape[-2:]).amax(1, keepdim=True).expand(-1, n, -1, -1).reshape_as(w)
-    return paired_similarity(f_obs.repeat_interleave(n, dim=0), f, union).view(B, n).double().cpu().numpy()
+    return union_similarity(f_obs, f, w, n).double().cpu().numpy()
 
 
 class Refiner:
