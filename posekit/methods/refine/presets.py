@@ -111,13 +111,6 @@ PRESETS: dict[str, RefinePreset] = {
     # stride-8 maps of a 64-px crop are only 8 x 8 cells
     "cpu-pretrained": replace(_CPU, name="cpu-pretrained", trunk="lite0", trunk_freeze="s16", crop_size=(128, 128),
                               widths=(128, 256), fc_width=256, batch_size=16, steps=12000, lr=3e-4),
-    # the same with the "corr" combine: the head sees the real photo only through local cosine correlations with
-    # the render (the cpu-pretrained head's raw observed maps carried a depth bias from real vs rendered appearance:
-    # at step 2,000, from 10-deg lmo-dev starts, median te after 4 it. 76 mm with "concat", 34 mm with "corr").
-    # 6,000 steps: the measured run (2,000 on a 12,000-step cosine, resumed with --steps 6000), 56 min here in two sittings (about 52 in one)
-    "cpu-pretrained-corr": replace(_CPU, name="cpu-pretrained-corr", trunk="lite0", trunk_freeze="s16",
-                                   crop_size=(128, 128), widths=(128, 256), fc_width=256, batch_size=16, steps=6000,
-                                   lr=3e-4, combine="corr"),
     "paper-pretrained": RefinePreset(
         name="paper-pretrained", trunk="lite0", trunk_freeze="s8", crop_size=(256, 192), widths=(256, 512),
         fc_width=512, groups=32, max_faces=20000, n_points=1000, batch_size=64, steps=60000, lr=2e-4,
@@ -131,6 +124,12 @@ PRESETS: dict[str, RefinePreset] = {
         distractor_p=0.0, plain_color_p=0.0,
     ),
 }
+# cpu-pretrained with the "corr" combine: the head sees the real photo only through local cosine correlations with
+# the render (the cpu-pretrained head's raw observed maps carried a depth bias from real vs rendered appearance:
+# at step 2,000, from 10-deg lmo-dev starts, median te after 4 it. 76 mm with "concat", 34 mm with "corr").
+# 6,000 steps: the measured run (2,000 on a 12,000-step cosine, resumed with --steps 6000), 56 min here in two
+# sittings (about 52 in one)
+PRESETS["cpu-pretrained-corr"] = replace(PRESETS["cpu-pretrained"], name="cpu-pretrained-corr", steps=6000, combine="corr")
 PRESETS["tiny-pretrained"] = replace(PRESETS["tiny"], name="tiny-pretrained", trunk="lite0", crop_size=(64, 64),
                                      widths=(32, 64), batch_size=8, steps=300)
 
