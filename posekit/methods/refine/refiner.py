@@ -230,15 +230,18 @@ class Refiner:
         img = image_tensor(observation.image).to(self.device)
         K = np.broadcast_to(observation.camera.K, (B, 3, 3))
         renderer = self._get_renderer()
-        if score:
+        per_pass = score in ("mask", "edges")  # scored in each pass's own crop (one more pass for the last pose)
+        if per_pass:
             run.scores = np.zeros((iters + 1, B))
-        for k in range(1, iters + 2 if score else iters + 1):
+        for k in range(1, iters + 2 if per_pass else iters + 1):
             t0 = time.perf_counter()
             win = zoom_windows(self.objects, idx, R, t, K, self.preset)
             Kc = crop_intrinsics(np.asarray(K, np.float64), win, size)
             obs = crop_images(img.expand(B, -1, -1, -1), torch.as_tensor(win, dtype=torch.float32, device=self.device), size)
             rgb, mask = render_in_crops(renderer, [o.render_model for o in self.objects], idx, R, t, Kc, size)
             t1 = time.perf_counter()
+            if k == 1 and score == "features":  # the start pose's crop and render: where every iterate is scored
+                start = (obs, Kc, rgb, mask)
             last = k > iters  # the extra pass only scores the last pose
             if score == "edges":
                 run.scores[k - 1] = contour_edge_agreement(obs, mask.to(self.device))
@@ -260,24 +263,25 @@ class Refiner:
             if k == iters:
                 run.mask_probs = mask_probabilities(out.mask_logits, size[::-1])[:, 0].cpu().numpy()
                 run.windows, run.K_crops = win, Kc
-            if score == "features" and k == iters:
-                break
         if score == "features":
-            run.scores = self._feature_scores(img, idx, run, K)
+            run.scores = self._feature_scores(start, idx, run)
         return run
 
-    def _feature_scores(self, img: torch.Tensor, idx: np.ndarray, run: RefineRun, K: np.ndarray) -> np.ndarray:
-        """(iters + 1, B) :func:`feature_agreement` of every iterate, all rendered in the start pose's zoom crop."""
+    def _feature_scores(self, start: tuple, idx: np.ndarray, run: RefineRun) -> np.ndarray:
+        """(iters + 1, B) :func:`feature_agreement` of every iterate, all in the start pose's zoom crop.
+
+        ``start``: the first pass's (observed crop, crop intrinsics, render, mask); the start pose's render is
+        reused, the later iterates are rendered in that crop."""
+        obs, Kc, rgb0, mask0 = start
         n, B = run.R.shape[:2]
         size = tuple(self.preset.crop_size)
-        win = zoom_windows(self.objects, idx, run.R[0], run.t[0], K, self.preset)
-        Kc = crop_intrinsics(np.asarray(K, np.float64), win, size)
-        obs = crop_images(img.expand(B, -1, -1, -1), torch.as_tensor(win, dtype=torch.float32, device=self.device), size)
-        R = np.swapaxes(run.R, 0, 1).reshape(-1, 3, 3)  # instance-major: (B n, 3, 3)
-        t = np.swapaxes(run.t, 0, 1).reshape(-1, 3)
-        rgb, mask = render_in_crops(self._get_renderer(), [o.render_model for o in self.objects], np.repeat(idx, n),
-                                    R, t, np.repeat(Kc, n, axis=0), size)
-        return feature_agreement(obs, rgb.to(self.device), mask.to(self.device), n).T
+        R = np.swapaxes(run.R[1:], 0, 1).reshape(-1, 3, 3)  # instance-major: (B (n - 1), 3, 3)
+        t = np.swapaxes(run.t[1:], 0, 1).reshape(-1, 3)
+        rgb, mask = render_in_crops(self._get_renderer(), [o.render_model for o in self.objects], np.repeat(idx, n - 1),
+                                    R, t, np.repeat(Kc, n - 1, axis=0), size)
+        both = [torch.cat([a[:, None], b.view(B, n - 1, *b.shape[1:])], dim=1).flatten(0, 1)
+                for a, b in ((rgb0, rgb), (mask0, mask))]
+        return feature_agreement(obs, both[0].to(self.device), both[1].to(self.device), n).T
 
 
 __all__ = ["Refiner", "RefineRun", "RENDERERS", "SCORES", "contour_edge_agreement", "feature_agreement"]
