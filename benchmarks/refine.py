@@ -254,8 +254,27 @@ NOISE_LEVELS = {  # name: (rotation angle deg about a random axis, std of x/y of
 
 
 def is_features(refiner: Path | str) -> bool:
-    """``--refiner features`` names the training-free feature search instead of a DeepIM workspace."""
-    return str(refiner) == "features"
+    """``--refiner features`` (or ``features:KEY=VALUE,...``, FeatureFitConfig fields) names the training-free
+    feature search instead of a DeepIM workspace."""
+    return str(refiner) == "features" or str(refiner).startswith("features:")
+
+
+def features_config(refiner: Path | str):
+    """The FeatureFitConfig that ``features:KEY=VALUE,...`` names (defaults for plain ``features``)."""
+    from dataclasses import fields, replace
+
+    from posekit.methods.featurefit import FeatureFitConfig
+
+    cfg = FeatureFitConfig()
+    spec = str(refiner).partition(":")[2]
+    types = {f.name: type(getattr(cfg, f.name)) for f in fields(cfg)}
+    changes = {}
+    for item in filter(None, spec.split(",")):
+        key, _, value = item.partition("=")
+        if key not in types:
+            raise SystemExit(f"--refiner features: unknown setting {key!r}; known: {', '.join(types)}")
+        changes[key] = types[key](value)
+    return replace(cfg, **changes)
 
 
 def load_refiner(refiner_ws: Path, ds):
@@ -263,7 +282,7 @@ def load_refiner(refiner_ws: Path, ds):
     if is_features(refiner_ws):
         from posekit.methods.featurefit import FeatureRefiner
 
-        return FeatureRefiner([ds.load_model(o) for o in ds.obj_ids], device="cpu")
+        return FeatureRefiner([ds.load_model(o) for o in ds.obj_ids], device="cpu", config=features_config(refiner_ws))
     from posekit.methods.refine.refiner import Refiner
 
     return Refiner.load(refiner_ws, device="cpu")
@@ -305,7 +324,7 @@ def perturbed(refiner_ws: Path, out_dir: Path, iters: tuple[int, ...] = (1, 2, 4
     wanted = {(t.scene_id, t.im_id, t.obj_id) for t in targets}
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = [
-        f"`python benchmarks/refine.py perturbed --refiner {'features' if is_features(refiner_ws) else 'WS'}"
+        f"`python benchmarks/refine.py perturbed --refiner {refiner_ws if is_features(refiner_ws) else 'WS'}"
         + (f" --objects {','.join(map(str, objects))}" if objects else "") + "` on lmo-dev (100 real images): every ground-truth "
         "instance of the 8 objects that is a BOP'19 target and at least 10 % visible, its pose perturbed by a rotation "
         "of a fixed angle about a random axis and a Gaussian translation offset (x/y and z std), then refined; "
@@ -411,7 +430,7 @@ def drift(refiner_ws: Path, n_images: int = 40, iters: int = 3, seed: int = 0) -
     off, objs, add = np.array(offsets), np.array(objs), np.array(add)
     ref.close()
     lines = [
-        f"`python benchmarks/refine.py drift --refiner {'features' if is_features(refiner_ws) else 'WS'}`: "
+        f"`python benchmarks/refine.py drift --refiner {refiner_ws if is_features(refiner_ws) else 'WS'}`: "
         f"the first {n_images} lmo-dev images, the {len(objs)} "
         f"instances at least 30 % visible, ground truth perturbed by 10 deg / 10-10-30 mm, {iters} iterations. "
         "Signed offsets refined - truth in the camera frame (mm, medians); ADD < 0.1d is plain ADD (no symmetry).",

@@ -20,8 +20,8 @@ def _add(R, t, R_gt, t_gt, pts):
     return np.linalg.norm(a - b, axis=-1).mean(-1)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("preset_name", ["tiny", "tiny-pretrained"])
+# the from-scratch tiny preset trains for minutes on 2 cores (slow: `pytest -m slow`); the pretrained one in ~20 s
+@pytest.mark.parametrize("preset_name", [pytest.param("tiny", marks=pytest.mark.slow), "tiny-pretrained"])
 def test_tiny_refiner_reduces_pose_error_on_rendered_images(tmp_path, assets, preset_name):
     from posekit.cad.load import load_model
     from posekit.methods.refine.pairs import SyntheticObserved, perturb_poses, prepare_object, torch_rng
