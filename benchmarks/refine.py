@@ -457,6 +457,186 @@ def drift(refiner_ws: Path, n_images: int = 40, iters: int = 3, seed: int = 0) -
     return "\n".join(lines)
 
 
+COMPONENTS = ("as refined", "true depth", "true rotation", "true image-plane position")
+
+
+def components(runs: list[Path], out_dir: Path, objects: list[int] | None = None) -> str:
+    """Which part of the pose limits a refiner on real images: the poses of ``perturbed`` runs (its
+    results_*.csv files) re-scored with one part replaced by the truth -- depth (t scaled along its viewing ray
+    to the true z), rotation, or the image-plane position (t moved to the true ray at its own depth)."""
+    from posekit.data.bop import BopDataset
+    from posekit.data.results import read_results, write_results
+    from posekit.data.types import PoseEstimate
+
+    ds = BopDataset(lmo_dev())
+    gt = {(f.scene_id, f.im_id, g.obj_id): g for f in ds.frames("test") for g in f.gts}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines = [
+        f"`python benchmarks/refine.py components {' '.join(str(r) for r in runs)}` on lmo-dev: each run's poses "
+        "scored as refined and with one part replaced by the ground truth (depth: t scaled along its viewing ray "
+        "to the true z; rotation: R = R_gt; image-plane position: t moved onto the true viewing ray at its own "
+        "depth); `posekit eval` over the perturbed objects' targets.",
+        "",
+        "| poses | " + " | ".join(f"{c}: ADD(-S) / MSSD / MSPD" for c in COMPONENTS) + " |",
+        "|---|" + "---|" * len(COMPONENTS),
+    ]
+    for path in runs:
+        ests, _ = read_results(path)
+        cells = []
+        for ci, comp in enumerate(COMPONENTS):
+            fixed = []
+            for e in ests:
+                g = gt[(e.scene_id, e.im_id, e.obj_id)]
+                R, t = np.asarray(e.R, float), np.asarray(e.t, float)
+                if comp == "true depth":
+                    t = t * (g.t[2] / t[2])
+                elif comp == "true rotation":
+                    R = g.R
+                elif comp == "true image-plane position":
+                    t = np.asarray(g.t, float) * (t[2] / g.t[2])
+                fixed.append(PoseEstimate(e.obj_id, R, t, scene_id=e.scene_id, im_id=e.im_id, time=e.time))
+            tag = f"{path.parent.name}_{path.stem}_{ci}"
+            res = write_results(out_dir / f"results_{tag}.csv", fixed)
+            adds, mssd, mspd = _summary(_eval(res, out_dir / f"eval_{tag}", objects))
+            cells.append(f"{100 * adds:.1f} % / {mssd:.3f} / {mspd:.3f}")
+        lines.append(f"| {path.parent.name}/{path.name} | " + " | ".join(cells) + " |")
+        print(lines[-1], flush=True)
+    return "\n".join(lines)
+
+
+def sweep(runs: list[Path], refiner: str, out_dir: Path, objects: list[int] | None = None) -> str:
+    """The feature search's last depth sweep (``features:depth_range=...``) applied to the poses of ``perturbed``
+    runs (results_*.csv): ADD(-S), AR and the median depth error before and after."""
+    from tqdm import tqdm
+
+    from posekit.data.bop import BopDataset
+    from posekit.data.results import read_results, write_results
+    from posekit.data.types import PoseEstimate
+
+    torch_threads()
+    ds = BopDataset(lmo_dev())
+    ref = load_refiner(refiner, ds)
+    if ref.config.depth_range <= 0:
+        raise SystemExit("sweep: give the sweep's settings, e.g. --refiner features:depth_range=0.08")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frames = {(f.scene_id, f.im_id): f for f in ds.frames("test")}
+    gt = {(k[0], k[1], g.obj_id): g for k, f in frames.items() for g in f.gts}
+    lines = [
+        f"`python benchmarks/refine.py sweep {' '.join(str(r) for r in runs)} --refiner {refiner}` on lmo-dev: each "
+        "run's poses, then the depth sweep alone (rotation and image-plane position kept); `posekit eval` over the "
+        f"perturbed objects' targets; {platform.machine()}, {os.cpu_count()} CPUs, no GPU.",
+        "",
+        "| poses | ADD(-S) 0.1d | AR_MSSD | AR_MSPD | median abs dz (mm) | ms per instance |",
+        "|---|---|---|---|---|---|",
+    ]
+    for path in runs:
+        ests, _ = read_results(path)
+        by_frame: dict = {}
+        for e in ests:
+            by_frame.setdefault((e.scene_id, e.im_id), []).append(e)
+        variants = {"+ depth sweep": [], "+ depth sweep, ends taken too": []}
+        dz = {path.name: [], **{k: [] for k in variants}}
+        sec = 0.0
+        for key, es in tqdm(by_frame.items(), desc=f"sweep {path.name}", file=sys.stderr):
+            R = np.stack([e.R for e in es])
+            t = np.stack([e.t for e in es])
+            start = time.perf_counter()
+            sw = ref.depth_sweep(frames[key].observation(), [e.obj_id for e in es], R, t)
+            sec += time.perf_counter() - start
+            argmax = t * sw.scales[sw.scores.argmax(1)][:, None]
+            for i, e in enumerate(es):
+                g = gt[(e.scene_id, e.im_id, e.obj_id)]
+                dz[path.name].append(abs(e.t[2] - g.t[2]))
+                for label, ti in (("+ depth sweep", sw.t[i]), ("+ depth sweep, ends taken too", argmax[i])):
+                    dz[label].append(abs(ti[2] - g.t[2]))
+                    variants[label].append(PoseEstimate(e.obj_id, e.R, ti, scene_id=e.scene_id, im_id=e.im_id,
+                                                        time=e.time))
+        tag = f"{path.parent.name}_{path.stem}"
+        summ = {path.name: _summary(_eval(path, out_dir / f"eval_{tag}_before", objects))}
+        for vi, (label, est) in enumerate(variants.items()):
+            res = write_results(out_dir / f"results_{tag}_swept{vi}.csv", est)
+            summ[label] = _summary(_eval(res, out_dir / f"eval_{tag}_swept{vi}", objects))
+        for label, (a, m1, m2) in summ.items():
+            ms = f"{1000 * sec / len(dz[label]):.0f}" if label == "+ depth sweep" else ""
+            lines.append(f"| {label} | {100 * a:.1f} % | {m1:.3f} | {m2:.3f} | {np.median(dz[label]):.1f} | {ms} |")
+        print("\n".join(lines[-3:]), flush=True)
+    ref.close()
+    return "\n".join(lines)
+
+
+def mask_depth(runs: list[Path], refiner_ws: Path, out_dir: Path, depth_range: float = 0.08, samples: int = 9,
+               objects: list[int] | None = None) -> str:
+    """Depth from a DeepIM refiner's predicted visible mask for the poses of ``perturbed`` runs (results_*.csv):
+    one network pass at each pose gives the mask (its update is not applied), then the pose is moved along its
+    viewing ray to the best of ``samples`` scales in 1 +- ``depth_range`` by the soft IoU of the render with that
+    mask (a best at either end of the range keeps the depth, as the feature search's sweep)."""
+    import torch
+    from tqdm import tqdm
+
+    from posekit.data.bop import BopDataset
+    from posekit.data.results import read_results, write_results
+    from posekit.data.types import PoseEstimate
+    from posekit.methods.polish import soft_iou_loss
+    from posekit.render.crops import render_in_crops
+
+    torch_threads()
+    ds = BopDataset(lmo_dev())
+    ref = load_refiner(refiner_ws, ds)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frames = {(f.scene_id, f.im_id): f for f in ds.frames("test")}
+    gt = {(k[0], k[1], g.obj_id): g for k, f in frames.items() for g in f.gts}
+    scales = 1.0 + np.linspace(-depth_range, depth_range, samples)
+    size = tuple(ref.preset.crop_size)
+    lines = [
+        f"`python benchmarks/refine.py mask-depth RUNS --refiner WS` ({refiner_preset(refiner_ws)} preset) on "
+        "lmo-dev: each run's poses; the DeepIM network's visible-mask prediction at each pose (its update not "
+        f"applied); the pose moved along its viewing ray to the best of {samples} scales in 1 +- {depth_range} by "
+        "the soft IoU of the render with that mask (a best at a range end keeps the depth); `posekit eval` over "
+        f"the perturbed objects' targets; {platform.machine()}, {os.cpu_count()} CPUs, no GPU.",
+        "",
+        "| poses | ADD(-S) 0.1d | AR_MSSD | AR_MSPD | median abs dz (mm) | ms per instance |",
+        "|---|---|---|---|---|---|",
+    ]
+    for path in runs:
+        ests, _ = read_results(path)
+        by_frame: dict = {}
+        for e in ests:
+            by_frame.setdefault((e.scene_id, e.im_id), []).append(e)
+        swept, dz0, dz1, sec = [], [], [], 0.0
+        for key, es in tqdm(by_frame.items(), desc=f"mask-depth {path.name}", file=sys.stderr):
+            objs = [e.obj_id for e in es]
+            R = np.stack([e.R for e in es])
+            t = np.stack([e.t for e in es])
+            start = time.perf_counter()
+            run = ref.refine(frames[key].observation(), objs, R, t, iters=1)
+            idx = np.array([ref.object_index(o) for o in objs])
+            n = len(scales)
+            tc = t[:, None] * scales[None, :, None]
+            _, mask = render_in_crops(ref._get_renderer(), [o.render_model for o in ref.objects], np.repeat(idx, n),
+                                      np.repeat(R, n, axis=0), tc.reshape(-1, 3), np.repeat(run.K_crops, n, axis=0), size)
+            target = torch.as_tensor(run.mask_probs, dtype=torch.float32).repeat_interleave(n, dim=0)
+            iou = 1.0 - soft_iou_loss(mask[:, 0].float(), target).view(len(t), n).numpy()
+            best = iou.argmax(1)
+            inside = (best > 0) & (best < n - 1)
+            t1 = np.where(inside[:, None], tc[np.arange(len(t)), best], t)
+            sec += time.perf_counter() - start
+            for i, e in enumerate(es):
+                g = gt[(e.scene_id, e.im_id, e.obj_id)]
+                dz0.append(abs(t[i][2] - g.t[2]))
+                dz1.append(abs(t1[i][2] - g.t[2]))
+                swept.append(PoseEstimate(e.obj_id, e.R, t1[i], scene_id=e.scene_id, im_id=e.im_id, time=e.time))
+        tag = f"{path.parent.name}_{path.stem}"
+        before = _summary(_eval(path, out_dir / f"eval_{tag}_given", objects))
+        res = write_results(out_dir / f"results_{tag}_mask_depth.csv", swept)
+        after = _summary(_eval(res, out_dir / f"eval_{tag}_mask_depth", objects))
+        for label, (a, m1, m2), dz in ((path.name, before, dz0), ("+ depth from the predicted mask", after, dz1)):
+            ms = f"{1000 * sec / len(dz1):.0f}" if label != path.name else ""
+            lines.append(f"| {label} | {100 * a:.1f} % | {m1:.3f} | {m2:.3f} | {np.median(dz):.1f} | {ms} |")
+        print("\n".join(lines[-2:]), flush=True)
+    ref.close()
+    return "\n".join(lines)
+
+
 def synthetic(refiner_ws: Path, n: int = 96, seed: int = 123) -> str:
     """One iteration on fresh rendered pairs from the training distribution: does the refiner predict the
     update (correlation of predicted and true vx, vy, vz) and how much error does it remove."""
@@ -598,6 +778,23 @@ def main() -> None:
     dr.add_argument("--refiner", type=Path, required=True)
     dr.add_argument("--images", type=int, default=40)
     dr.add_argument("--write-docs", action="store_true")
+    co = sub.add_parser("components", help="re-score perturbed runs' poses with one part set to the truth")
+    co.add_argument("runs", type=Path, nargs="+", help="results_*.csv files written by `perturbed`")
+    co.add_argument("--out", type=Path, default=Path("refine_components"))
+    co.add_argument("--objects", default=None, help="only these object ids (comma-separated)")
+    co.add_argument("--write-docs", action="store_true")
+    sw = sub.add_parser("sweep", help="the feature search's depth sweep alone on perturbed runs' poses")
+    sw.add_argument("runs", type=Path, nargs="+", help="results_*.csv files written by `perturbed`")
+    sw.add_argument("--refiner", required=True, help="features:depth_range=...,depth_score=...")
+    sw.add_argument("--out", type=Path, default=Path("refine_sweep"))
+    sw.add_argument("--objects", default=None, help="only these object ids (comma-separated)")
+    sw.add_argument("--write-docs", action="store_true")
+    md = sub.add_parser("mask-depth", help="depth from a DeepIM refiner's predicted mask for perturbed runs' poses")
+    md.add_argument("runs", type=Path, nargs="+", help="results_*.csv files written by `perturbed`")
+    md.add_argument("--refiner", type=Path, required=True)
+    md.add_argument("--out", type=Path, default=Path("refine_mask_depth"))
+    md.add_argument("--objects", default=None, help="only these object ids (comma-separated)")
+    md.add_argument("--write-docs", action="store_true")
     pz = sub.add_parser("perturbed")
     pz.add_argument("--refiner", type=Path, required=True)
     pz.add_argument("--out", type=Path, default=Path("refine_perturbed"))
@@ -621,6 +818,15 @@ def main() -> None:
     elif a.what == "drift":
         body = drift(a.refiner, a.images)
         heading = "Refiner: is its error on real images systematic? (lmo-dev)"
+    elif a.what == "components":
+        body = components(a.runs, a.out, [int(v) for v in a.objects.split(",")] if a.objects else None)
+        heading = "Refinement: which part of the pose limits it (lmo-dev)"
+    elif a.what == "sweep":
+        body = sweep(a.runs, a.refiner, a.out, [int(v) for v in a.objects.split(",")] if a.objects else None)
+        heading = "Feature search: the depth sweep (lmo-dev)"
+    elif a.what == "mask-depth":
+        body = mask_depth(a.runs, a.refiner, a.out, objects=[int(v) for v in a.objects.split(",")] if a.objects else None)
+        heading = "Refinement: depth from the refiner's predicted mask (lmo-dev)"
     elif a.what == "perturbed":
         objs = [int(v) for v in a.objects.split(",")] if a.objects else None
         body = perturbed(a.refiner, a.out, polish=a.polish, objects=objs,
@@ -631,7 +837,7 @@ def main() -> None:
     else:
         body = lmo(a.aae_dir, a.refiner, a.boxes, a.out, a.polish, coarse=a.coarse)
         heading = "Refiner on real LM-O images (lmo-dev)" if a.coarse == "AAE" else f"Refiner behind {a.coarse} (lmo-dev)"
-    preset = a.preset if a.what == "speed" else "cpu" if a.what == "speed-kinds" else refiner_preset(a.refiner)
+    preset = a.preset if a.what == "speed" else "cpu" if a.what in ("speed-kinds", "components", "sweep") else refiner_preset(a.refiner)
     if is_features(getattr(a, "refiner", "")):
         heading = f"{heading[:-1]}, --refine features)" if heading.endswith(")") else f"{heading} (--refine features)"
     elif preset != "cpu":  # another preset's figures get their own sections beside the cpu preset's

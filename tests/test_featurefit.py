@@ -114,3 +114,25 @@ def test_cli_refine_features_bad_combinations_one_line(scene, tmp_path, args, ne
     r = posekit_run("estimate", image, "--cad", PART, "--K", K_OPT, "--init", init, *args, "--json", out)
     assert r.returncode == 2 and needle in r.stderr and r.stderr.count("\n") == 1, r.stderr
     assert not out.exists()
+
+
+def test_depth_sweep_finds_a_known_depth_error_and_keeps_depth_where_the_best_is_at_the_range_end(part):
+    """The feature search's depth sweep (``depth_range`` > 0) on rendered images over photo-like backgrounds:
+    5 % too far -> within 1.5 %; 20 % too far (beyond the +-8 % range, so the best is at an end) -> kept."""
+    from posekit.data.types import Observation
+    from posekit.methods.featurefit import FeatureFitConfig, FeatureRefiner
+
+    ref = FeatureRefiner([part], device="cpu", config=FeatureFitConfig(depth_range=0.08, depth_samples=9))
+    near, kept = [], []
+    try:
+        for img, _, _, R, t in _perturbed(rendered_scenes(part, 4, seed=5)):
+            obs = Observation(img, CAM)
+            sw = ref.depth_sweep(obs, [part.mesh_hash], R[None], (t * 1.05)[None])
+            assert sw.scores.shape == (1, 9) and np.allclose(sw.t[0] / np.linalg.norm(sw.t[0]), t / np.linalg.norm(t))
+            near.append(abs(sw.t[0, 2] / t[2] - 1))
+            far = ref.depth_sweep(obs, [part.mesh_hash], R[None], (t * 1.2)[None])
+            kept.append(bool(np.allclose(far.t[0], t * 1.2)))
+    finally:
+        ref.close()
+    assert np.median(near) < 0.015, near
+    assert all(kept), kept  # measured: 5 % -> 0.8 % (the nearest scale), every 20 % start kept

@@ -307,8 +307,8 @@ def test_edge_score_prefers_the_true_outline(bracket):
     """The `--score edges` rating: the outline at the true pose lies on the image's edges; outlines shifted by a
     tenth of the diameter, turned by 15 deg or moved 15 % in depth score lower (rendered image, textured
     background)."""
+    from posekit.features.edges import contour_edge_agreement
     from posekit.geometry.camera import Camera
-    from posekit.methods.refine.refiner import contour_edge_agreement
     from posekit.render.gl import OffscreenRenderer
     from posekit.render.types import RenderObject
 

@@ -59,6 +59,23 @@ class FeatureFitConfig:
     max_faces: int = 10000
     polish_feature: str = "s8"
     polish_faces: int = 3000
+    # a last depth sweep (depth_range > 0): the final pose moved along its viewing ray by depth_samples scales in
+    # 1 +- depth_range, rendered in depth_crop-pixel windows and scored by depth_score ("features": depth_feature
+    # maps under the union of the masks; "edges": the outline's agreement with the image's gradients)
+    depth_range: float = 0.0
+    depth_samples: int = 9
+    depth_crop: int = 256
+    depth_feature: str = "s8"
+    depth_score: str = "features"
+
+
+@dataclass
+class DepthSweep:
+    """The depth sweep's outcome: t (B, 3) mm after it, the scores (B, n) of the n scales (n,) of the depth."""
+
+    t: np.ndarray
+    scores: np.ndarray
+    scales: np.ndarray
 
 
 def _axis_turns(deg: np.ndarray) -> np.ndarray:
@@ -92,30 +109,32 @@ class FeatureRefiner:
         self.corners = [m.bbox_corners for m in self.models]
         self.backbone = backbone or shared_backbone(self.device)
         self.renderer_name = ("pytorch3d" if self.device.type == "cuda" else "pyrender") if renderer == "auto" else renderer
-        self._renderer = None
+        self._renderers: dict[int, object] = {}
         self._soft = None
 
     def object_index(self, key: int | str) -> int:
         return model_index(self.models, key, "the feature refinement")
 
-    def _get_renderer(self):
-        if self._renderer is None:
-            S = self.config.crop
+    def _get_renderer(self, size: int | None = None):
+        """The hard renderer of size x size crops (default: the search's crop), made once per size."""
+        S = size or self.config.crop
+        if S not in self._renderers:
             if self.renderer_name == "pytorch3d":
                 from posekit.render.diff import DiffRenderer
 
-                self._renderer = DiffRenderer(self.render_models, image_size=(S, S), max_faces=None, device=self.device,
-                                              hard=True)
+                self._renderers[S] = DiffRenderer(self.render_models, image_size=(S, S), max_faces=None,
+                                                  device=self.device, hard=True)
             else:
                 from posekit.render.gl import OffscreenRenderer
 
-                self._renderer = OffscreenRenderer(S, S)
-        return self._renderer
+                self._renderers[S] = OffscreenRenderer(S, S)
+        return self._renderers[S]
 
     def close(self) -> None:
-        if self._renderer is not None and hasattr(self._renderer, "close"):
-            self._renderer.close()
-        self._renderer = None
+        for r in self._renderers.values():
+            if hasattr(r, "close"):
+                r.close()
+        self._renderers = {}
         self._soft = None
 
     def _get_soft_renderer(self):
@@ -160,17 +179,59 @@ class FeatureRefiner:
         run.windows, run.K_crops = win, Kc
         return res
 
+    def _crops(self, img: torch.Tensor, idx: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray,
+               size: int) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+        """The zoom windows (B, 4) of poses R, t, their crop intrinsics (B, 3, 3) and the image (1, 3, H, W) cut
+        into them at size x size (B, 3, size, size)."""
+        win = np.stack([zoom_window(R[b], t[b], self.corners[idx[b]], K[b], 1.0, self.config.window_scale)
+                        for b in range(len(R))])
+        Kc = crop_intrinsics(K, win, (size, size))
+        obs = crop_images(img.expand(len(R), -1, -1, -1),
+                          torch.as_tensor(win, dtype=torch.float32, device=self.device), (size, size))
+        return win, Kc, obs
+
     def _observe(self, img: torch.Tensor, idx: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray,
                  feature: str) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
         """The zoom windows (B, 4) of poses R, t, their crop intrinsics (B, 3, 3) and the backbone's ``feature``
         maps of the image (1, 3, H, W) cut into them at the crop size."""
-        S = self.config.crop
-        win = np.stack([zoom_window(R[b], t[b], self.corners[idx[b]], K[b], 1.0, self.config.window_scale)
-                        for b in range(len(R))])
-        Kc = crop_intrinsics(K, win, (S, S))
-        obs = crop_images(img.expand(len(R), -1, -1, -1),
-                          torch.as_tensor(win, dtype=torch.float32, device=self.device), (S, S))
+        win, Kc, obs = self._crops(img, idx, R, t, K, self.config.crop)
         return win, Kc, self.backbone.features(obs, feature)
+
+    @torch.no_grad()
+    def depth_sweep(self, observation: Observation, objects: Sequence[int | str], R, t) -> DepthSweep:
+        """Translations t (B, 3) mm moved along their viewing rays to the best-scored of the config's
+        ``depth_samples`` scales in 1 +- ``depth_range`` (R (B, 3, 3) kept); what ``refine`` does after its last
+        iteration when ``depth_range`` > 0. A best score at either end of the range is no located maximum
+        (the score still rises beyond it, or is flat): those instances keep their depth."""
+        R, t = np.asarray(R, dtype=np.float64), np.asarray(t, dtype=np.float64)
+        idx = np.array([self.object_index(k) for k in objects], dtype=np.int64)
+        K = np.broadcast_to(observation.camera.K, (len(t), 3, 3)).astype(np.float64)
+        return self._sweep(image_tensor(observation.image).to(self.device), idx, R, t, K)
+
+    def _sweep(self, img: torch.Tensor, idx: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray) -> DepthSweep:
+        cfg = self.config
+        S, n = cfg.depth_crop, cfg.depth_samples
+        scales = 1.0 + np.linspace(-cfg.depth_range, cfg.depth_range, n)
+        if len(t) == 0:
+            return DepthSweep(t.copy(), np.zeros((0, n)), scales)
+        _, Kc, obs = self._crops(img, idx, R, t, K, S)
+        tc = t[:, None] * scales[None, :, None]
+        Rc = np.repeat(R[:, None], n, axis=1)
+        rgb, mask = render_in_crops(self._get_renderer(S), self.render_models, np.repeat(idx, n), Rc.reshape(-1, 3, 3),
+                                    tc.reshape(-1, 3), np.repeat(Kc, n, axis=0), (S, S))
+        if cfg.depth_score == "edges":
+            from posekit.features.edges import contour_edge_agreement
+
+            sims = contour_edge_agreement(obs.repeat_interleave(n, dim=0), mask.to(self.device)).reshape(-1, n)
+        else:
+            f_obs = self.backbone.features(obs, cfg.depth_feature)
+            f = self.backbone.features(rgb.to(self.device), cfg.depth_feature)
+            w = mask_weights(mask.to(self.device), Backbone.stride(cfg.depth_feature), tuple(f.shape[-2:]))
+            sims = union_similarity(f_obs, f, w, n).cpu().numpy()
+        best = sims.argmax(1)
+        inside = (best > 0) & (best < n - 1)
+        t_new = np.where(inside[:, None], tc[np.arange(len(t)), best], t)
+        return DepthSweep(t_new, sims, scales)
 
     # ------------------------------------------------------------------ the search
     def _candidates(self, R: np.ndarray, t: np.ndarray, Kc: np.ndarray, rot: np.ndarray, shift: np.ndarray,
@@ -235,6 +296,8 @@ class FeatureRefiner:
             shift[stay] *= cfg.shrink
             depth[stay] *= cfg.shrink
             R, t = Rc[np.arange(B), best], tc[np.arange(B), best]
+            if k == iters and cfg.depth_range > 0:  # the last iterate's depth from the finer sweep
+                t = self._sweep(img, idx, R, t, K).t
             run.R[k], run.t[k] = R, t
             run.times.append(time.perf_counter() - t0)
         if score:

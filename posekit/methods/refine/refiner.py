@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from posekit.cad.model import ObjectModel, model_index
 from posekit.data.types import Observation, RefineRun
 from posekit.errors import InputError
+from posekit.features.edges import contour_edge_agreement
 from posekit.geometry.crop import crop_images, crop_intrinsics, crop_mask
 from posekit.geometry.update import apply_update
 from posekit.methods.refine.network import build_network, mask_probabilities
@@ -38,32 +38,6 @@ from posekit.train.loop import checkpoint_path, resolve_device
 
 RENDERERS = ("auto", "pyrender", "pytorch3d")
 SCORES = (None, "mask", "edges", "features")
-
-
-def _sobel(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """x/y Sobel derivatives of (B, 1, H, W), replicate-padded."""
-    k = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=x.device, dtype=x.dtype) / 8.0
-    xp = F.pad(x, (1, 1, 1, 1), mode="replicate")
-    return F.conv2d(xp, k.view(1, 1, 3, 3)), F.conv2d(xp, k.t().reshape(1, 1, 3, 3))
-
-
-def contour_edge_agreement(observed: torch.Tensor, rendered_mask: torch.Tensor, edge_scale: float = 0.05) -> np.ndarray:
-    """(B,) in [0, 1]: mean over the rendered silhouette's contour of |cos| between the contour normal and the
-    image gradient, weighted by the gradient's strength (saturating at ``edge_scale`` per pixel).
-
-    observed (B, 3, H, W) in [0, 1]; rendered_mask (B, 1, H, W). A pose whose outline runs along the object's
-    real outline scores high; one that cuts across texture or background scores low. Classical
-    gradient-orientation matching (as LINE-MOD's templates), so it needs no training.
-    """
-    gray = observed.mean(1, keepdim=True)
-    gx, gy = _sobel(gray)
-    mx, my = _sobel(rendered_mask.float())
-    w = torch.sqrt(mx * mx + my * my)
-    g = torch.sqrt(gx * gx + gy * gy)
-    cos = (gx * mx + gy * my).abs() / (g * w).clamp_min(1e-8)
-    strength = (g / edge_scale).clamp(max=1.0)
-    num = (w * cos * strength).flatten(1).sum(1)
-    return (num / w.flatten(1).sum(1).clamp_min(1e-8)).double().cpu().numpy()
 
 
 def _silhouette_agreement(mask_logits: torch.Tensor, rendered: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
@@ -284,4 +258,4 @@ class Refiner:
         return feature_agreement(obs, both[0].to(self.device), both[1].to(self.device), n).T
 
 
-__all__ = ["Refiner", "RefineRun", "RENDERERS", "SCORES", "contour_edge_agreement", "feature_agreement"]
+__all__ = ["Refiner", "RefineRun", "RENDERERS", "SCORES", "feature_agreement"]
