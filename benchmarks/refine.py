@@ -534,7 +534,8 @@ def sweep(runs: list[Path], refiner: str, out_dir: Path, objects: list[int] | No
         by_frame: dict = {}
         for e in ests:
             by_frame.setdefault((e.scene_id, e.im_id), []).append(e)
-        variants = {"+ depth sweep": [], "+ depth sweep, ends taken too": []}
+        one_round = ref.config.depth_rounds <= 1  # then also the rule's alternative: the best taken even at an end
+        variants = {"+ depth sweep": [], **({"+ depth sweep, ends taken too": []} if one_round else {})}
         dz = {path.name: [], **{k: [] for k in variants}}
         sec = 0.0
         for key, es in tqdm(by_frame.items(), desc=f"sweep {path.name}", file=sys.stderr):
@@ -543,11 +544,11 @@ def sweep(runs: list[Path], refiner: str, out_dir: Path, objects: list[int] | No
             start = time.perf_counter()
             sw = ref.depth_sweep(frames[key].observation(), [e.obj_id for e in es], R, t)
             sec += time.perf_counter() - start
-            argmax = t * sw.scales[sw.scores.argmax(1)][:, None]
+            argmax = t * sw.scales[sw.scores.argmax(1)][:, None] if one_round else sw.t
             for i, e in enumerate(es):
                 g = gt[(e.scene_id, e.im_id, e.obj_id)]
                 dz[path.name].append(abs(e.t[2] - g.t[2]))
-                for label, ti in (("+ depth sweep", sw.t[i]), ("+ depth sweep, ends taken too", argmax[i])):
+                for label, ti in zip(variants, (sw.t[i], argmax[i])[: len(variants)], strict=True):
                     dz[label].append(abs(ti[2] - g.t[2]))
                     variants[label].append(PoseEstimate(e.obj_id, e.R, ti, scene_id=e.scene_id, im_id=e.im_id,
                                                         time=e.time))

@@ -107,6 +107,8 @@ def test_cli_refine_features_from_a_given_pose_keeps_every_iterate_and_polishes(
     (["--refine", "features", "--score", "mask"], "--score mask goes with --refine deepim"),
     (["--refine", "none", "--polish", "2"], "--polish follows a refiner"),
     (["--refine", "fancy"], "--refine must be one of"),
+    (["--refine", "none", "--depth-sweep"], "--depth-sweep is the feature search's last stage"),
+    (["--refine", "features", "--iters", "0", "--depth-sweep"], "--depth-sweep follows the feature search's last"),
 ])
 def test_cli_refine_features_bad_combinations_one_line(scene, tmp_path, args, needle):
     image, init, _, _ = scene
@@ -136,3 +138,17 @@ def test_depth_sweep_finds_a_known_depth_error_and_keeps_depth_where_the_best_is
         ref.close()
     assert np.median(near) < 0.015, near
     assert all(kept), kept  # measured: 5 % -> 0.8 % (the nearest scale), every 20 % start kept
+
+
+def test_cli_depth_sweep_brings_a_far_start_nearer(scene, tmp_path):
+    """`--refine features --depth-sweep` from the true rotation 5 % too far along the viewing ray: the JSON pose's
+    depth error is less than half the start's."""
+    image, _, R, t = scene
+    init = tmp_path / "far.json"
+    init.write_text(json.dumps({"R": np.asarray(R).tolist(), "t": (np.asarray(t) * 1.05).tolist()}))
+    out = tmp_path / "pose.json"
+    r = posekit_run("estimate", image, "--cad", PART, "--K", K_OPT, "--init", init, "--refine", "features",
+                    "--iters", "1", "--depth-sweep", "--json", out)
+    assert r.returncode == 0, r.stderr
+    tf = np.asarray(json.loads(out.read_text())["poses"][0]["t"])
+    assert abs(tf[2] - t[2]) < 0.5 * 0.05 * t[2], (tf, t)

@@ -31,12 +31,16 @@ def _objects_option(text: str | None) -> set[int] | None:
         raise InputError(f"--objects must be comma-separated object ids, got {text!r}") from None
 
 
-def _open_refiner(kind: str | None, path: Path | None, models, device: str, renderer: str):
-    """The refinement stage: the DeepIM refiner of a workspace, the training-free feature search, or None."""
+def _open_refiner(kind: str | None, path: Path | None, models, device: str, renderer: str, depth_sweep: bool = False):
+    """The refinement stage: the DeepIM refiner of a workspace, the training-free feature search (with its last
+    depth sweep when ``depth_sweep``), or None."""
+    if depth_sweep and kind != "features":
+        raise InputError(f"--depth-sweep is the feature search's last stage: use it with --refine features, not {kind or 'none'}")
     if kind == "features":
-        from posekit.methods.featurefit import FeatureRefiner
+        from posekit.methods.featurefit import DEPTH_SWEEP, FeatureFitConfig, FeatureRefiner
 
-        return FeatureRefiner(models, device=device, renderer=renderer)
+        return FeatureRefiner(models, device=device, renderer=renderer,
+                              config=DEPTH_SWEEP if depth_sweep else FeatureFitConfig())
     if kind != "deepim" or path is None:
         return None
     from posekit.methods.refine.refiner import Refiner
@@ -74,6 +78,7 @@ def estimate(
     polish: int = typer.Option(0, "--polish", min=0, help="Gradient steps on the pose through PyTorch3D after refinement: towards the predicted (or --mask) silhouette after --refine deepim, by feature-metric alignment (plus --mask) after --refine features."),
     mask: Path | None = typer.Option(None, "--mask", help="The object's mask (an image of the image's size, object >= 128): the polish's silhouette target (instead of the DeepIM refiner's predicted mask; beside the features after --refine features)."),
     score: str = typer.Option("none", "--score", help="Keep the best refiner iterate (the start included), not the last: none, mask (silhouette vs the refiner's predicted object mask) or edges (outline vs image edges) with --refine deepim, features (masked similarity of the pretrained backbone's maps) with --refine deepim or features."),
+    depth_sweep: bool = typer.Option(False, "--depth-sweep", help="After --refine features: move each pose along its viewing ray to the best of 9 depths in +-8 %, scored by the pretrained features of 256-px crops (a best at an end of the range keeps the depth; lmo-dev, from 10-deg starts: median depth error 21 -> 18 mm; docs/benchmarks.md)."),
     renderer: str = typer.Option("auto", "--renderer", help="Refiner renderer: auto, pytorch3d or pyrender."),
     init: Path | None = typer.Option(None, "--init", help="Start refinement from the pose in this JSON (R, t in mm; every pose of a `posekit estimate --json` output) instead of the AAE."),
     overlay: Path | None = typer.Option(None, "--overlay", help="Write the pose over the image (.png/.jpg; .gif: one frame per stage, e.g. each refiner iteration)."),
@@ -107,6 +112,10 @@ def estimate(
         raise InputError("--polish after --refine deepim works on its last iteration's mask: use --iters >= 1")
     if mask is not None and not polish:
         raise InputError("--mask is the polish's silhouette target: use it with --polish N")
+    if depth_sweep and refine not in ("features", "auto"):
+        raise InputError(f"--depth-sweep is the feature search's last stage: use it with --refine features, not {refine}")
+    if depth_sweep and iters == 0:
+        raise InputError("--depth-sweep follows the feature search's last iteration: use it with --iters >= 1")
     for target in (json_out, overlay, strip, out, detections_out):
         if target is not None and not target.parent.is_dir():
             raise InputError(f"{target.parent}: output folder does not exist")
@@ -118,16 +127,17 @@ def estimate(
         if mask is not None or bbox:
             raise InputError("--mask and --bbox are for single-image mode; --dataset takes its boxes from --boxes")
         _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k, refine, refiner_ws, iters,
-                      polish, renderer, device, score, method, detector, det_score, det_top_k, detections_out)
+                      polish, renderer, device, score, method, detector, det_score, det_top_k, detections_out,
+                      depth_sweep=depth_sweep)
     else:
         _image_mode(image, cad, units, model, bbox or [], camera, K, top_k, refine, refiner_ws, iters, polish,
                     renderer, init, overlay, strip, json_out, device, score, mask, method, center, detector,
-                    det_score, det_top_k, detections_out)
+                    det_score, det_top_k, detections_out, depth_sweep=depth_sweep)
 
 
 def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refiner_ws, iters, polish, renderer,
                 init, overlay, strip, json_out, device, score=None, mask=None, method="auto", center=False,
-                detector=None, det_score=0.5, det_top_k=None, detections_out=None) -> None:
+                detector=None, det_score=0.5, det_top_k=None, detections_out=None, depth_sweep=False) -> None:
     from posekit.cad.load import load_model
     from posekit.data.types import Observation, PoseEstimate
     from posekit.estimate import inputs
@@ -215,7 +225,7 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
         coarse[1] = load_coarse(coarse_path, method, device=device, model=obj)
     if score and refine_kind not in SCORE_MODES[score]:
         raise InputError(f"--score {score} goes with --refine {' or '.join(SCORE_MODES[score])}; the refiner here is {refine_kind}")
-    refiner = _open_refiner(refine_kind, refiner_path, [obj], device, renderer)
+    refiner = _open_refiner(refine_kind, refiner_path, [obj], device, renderer, depth_sweep)
     for c in choices:  # what this run uses, once all of it has loaded
         typer.echo(f"posekit: {c.stage:<7} {c.what}", err=True)
     config = EstimatorConfig(top_k=top_k, refine_iters=iters, polish_steps=polish, refine_score=score,
@@ -280,7 +290,7 @@ def _write_overlay(path: Path, rgb, cam, obj, estimates, strip: bool = False, de
 
 def _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k, refine, refiner_ws, iters,
                   polish, renderer, device, score=None, method="auto", detector=None, det_score=0.5, det_top_k=None,
-                  detections_out=None) -> None:
+                  detections_out=None, depth_sweep=False) -> None:
     from posekit.data.bop import BopDataset
     from posekit.data.results import write_results
     from posekit.estimate.batch import (
@@ -342,7 +352,7 @@ def _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k
     if refine in ("none", "features") and refiner_ws is not None:
         raise InputError(f"--refiner is a DeepIM workspace: it does not go with --refine {refine}")
     kind = "features" if refine == "features" else ("deepim" if refiner_ws is not None else None)
-    refiner = _open_refiner(kind, refiner_ws, list(models.values()), device, renderer)
+    refiner = _open_refiner(kind, refiner_ws, list(models.values()), device, renderer, depth_sweep)
     if refiner is None and (score or polish):
         raise InputError("--score and --polish need a refiner: --refiner WORKSPACE")
     estimator = PoseEstimator(models, coarse=coarse, refiner=refiner, detector=det_ws,

@@ -5,6 +5,6 @@ image by the masked stride-8 similarity of the shared ImageNet backbone (the tem
 to the best and shrinks its steps where none is better.
 """
 
-from posekit.methods.featurefit.refiner import DepthSweep, FeatureFitConfig, FeatureRefiner
+from posekit.methods.featurefit.refiner import DEPTH_SWEEP, DepthSweep, FeatureFitConfig, FeatureRefiner
 
-__all__ = ["DepthSweep", "FeatureFitConfig", "FeatureRefiner"]
+__all__ = ["DEPTH_SWEEP", "DepthSweep", "FeatureFitConfig", "FeatureRefiner"]
