@@ -457,6 +457,22 @@ def drift(refiner_ws: Path, n_images: int = 40, iters: int = 3, seed: int = 0) -
     return "\n".join(lines)
 
 
+def _frames_and_truth(ds) -> tuple[dict, dict]:
+    """lmo-dev's test frames by (scene_id, im_id) and their ground-truth instances by (scene_id, im_id, obj_id)."""
+    frames = {(f.scene_id, f.im_id): f for f in ds.frames("test")}
+    return frames, {(k[0], k[1], g.obj_id): g for k, f in frames.items() for g in f.gts}
+
+
+def _estimates_by_frame(path: Path) -> dict:
+    """A results CSV's estimates grouped by (scene_id, im_id)."""
+    from posekit.data.results import read_results
+
+    by_frame: dict = {}
+    for e in read_results(path)[0]:
+        by_frame.setdefault((e.scene_id, e.im_id), []).append(e)
+    return by_frame
+
+
 COMPONENTS = ("as refined", "true depth", "true rotation", "true image-plane position")
 
 
@@ -468,8 +484,7 @@ def components(runs: list[Path], out_dir: Path, objects: list[int] | None = None
     from posekit.data.results import read_results, write_results
     from posekit.data.types import PoseEstimate
 
-    ds = BopDataset(lmo_dev())
-    gt = {(f.scene_id, f.im_id, g.obj_id): g for f in ds.frames("test") for g in f.gts}
+    _, gt = _frames_and_truth(BopDataset(lmo_dev()))
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = [
         f"`python benchmarks/refine.py components {' '.join(str(r) for r in runs)}` on lmo-dev: each run's poses "
@@ -510,7 +525,7 @@ def sweep(runs: list[Path], refiner: str, out_dir: Path, objects: list[int] | No
     from tqdm import tqdm
 
     from posekit.data.bop import BopDataset
-    from posekit.data.results import read_results, write_results
+    from posekit.data.results import write_results
     from posekit.data.types import PoseEstimate
 
     torch_threads()
@@ -519,8 +534,7 @@ def sweep(runs: list[Path], refiner: str, out_dir: Path, objects: list[int] | No
     if ref.config.depth_range <= 0:
         raise SystemExit("sweep: give the sweep's settings, e.g. --refiner features:depth_range=0.08")
     out_dir.mkdir(parents=True, exist_ok=True)
-    frames = {(f.scene_id, f.im_id): f for f in ds.frames("test")}
-    gt = {(k[0], k[1], g.obj_id): g for k, f in frames.items() for g in f.gts}
+    frames, gt = _frames_and_truth(ds)
     lines = [
         f"`python benchmarks/refine.py sweep {' '.join(str(r) for r in runs)} --refiner {refiner}` on lmo-dev: each "
         "run's poses, then the depth sweep alone (rotation and image-plane position kept); `posekit eval` over the "
@@ -530,10 +544,7 @@ def sweep(runs: list[Path], refiner: str, out_dir: Path, objects: list[int] | No
         "|---|---|---|---|---|---|",
     ]
     for path in runs:
-        ests, _ = read_results(path)
-        by_frame: dict = {}
-        for e in ests:
-            by_frame.setdefault((e.scene_id, e.im_id), []).append(e)
+        by_frame = _estimates_by_frame(path)
         one_round = ref.config.depth_rounds <= 1  # then also the rule's alternative: the best taken even at an end
         variants = {"+ depth sweep": [], **({"+ depth sweep, ends taken too": []} if one_round else {})}
         dz = {path.name: [], **{k: [] for k in variants}}
@@ -575,8 +586,9 @@ def mask_depth(runs: list[Path], refiner_ws: Path, out_dir: Path, depth_range: f
     from tqdm import tqdm
 
     from posekit.data.bop import BopDataset
-    from posekit.data.results import read_results, write_results
+    from posekit.data.results import write_results
     from posekit.data.types import PoseEstimate
+    from posekit.methods.featurefit.refiner import pick_depth
     from posekit.methods.polish import soft_iou_loss
     from posekit.render.crops import render_in_crops
 
@@ -584,8 +596,7 @@ def mask_depth(runs: list[Path], refiner_ws: Path, out_dir: Path, depth_range: f
     ds = BopDataset(lmo_dev())
     ref = load_refiner(refiner_ws, ds)
     out_dir.mkdir(parents=True, exist_ok=True)
-    frames = {(f.scene_id, f.im_id): f for f in ds.frames("test")}
-    gt = {(k[0], k[1], g.obj_id): g for k, f in frames.items() for g in f.gts}
+    frames, gt = _frames_and_truth(ds)
     scales = 1.0 + np.linspace(-depth_range, depth_range, samples)
     size = tuple(ref.preset.crop_size)
     lines = [
@@ -599,10 +610,7 @@ def mask_depth(runs: list[Path], refiner_ws: Path, out_dir: Path, depth_range: f
         "|---|---|---|---|---|---|",
     ]
     for path in runs:
-        ests, _ = read_results(path)
-        by_frame: dict = {}
-        for e in ests:
-            by_frame.setdefault((e.scene_id, e.im_id), []).append(e)
+        by_frame = _estimates_by_frame(path)
         swept, dz0, dz1, sec = [], [], [], 0.0
         for key, es in tqdm(by_frame.items(), desc=f"mask-depth {path.name}", file=sys.stderr):
             objs = [e.obj_id for e in es]
@@ -617,9 +625,7 @@ def mask_depth(runs: list[Path], refiner_ws: Path, out_dir: Path, depth_range: f
                                       np.repeat(R, n, axis=0), tc.reshape(-1, 3), np.repeat(run.K_crops, n, axis=0), size)
             target = torch.as_tensor(run.mask_probs, dtype=torch.float32).repeat_interleave(n, dim=0)
             iou = 1.0 - soft_iou_loss(mask[:, 0].float(), target).view(len(t), n).numpy()
-            best = iou.argmax(1)
-            inside = (best > 0) & (best < n - 1)
-            t1 = np.where(inside[:, None], tc[np.arange(len(t)), best], t)
+            t1 = pick_depth(t, scales, iou)
             sec += time.perf_counter() - start
             for i, e in enumerate(es):
                 g = gt[(e.scene_id, e.im_id, e.obj_id)]

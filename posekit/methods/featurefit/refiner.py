@@ -85,6 +85,14 @@ class DepthSweep:
     scales: np.ndarray
 
 
+def pick_depth(t: np.ndarray, scales: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """(B, 3): t (B, 3) scaled along its viewing ray by the best-scored of ``scales`` (n,) (scores (B, n)), kept
+    where the best is at either end of the range (no located maximum)."""
+    best = scores.argmax(1)
+    inside = (best > 0) & (best < len(scales) - 1)
+    return np.where(inside[:, None], t * scales[best][:, None], t)
+
+
 def _axis_turns(deg: np.ndarray) -> np.ndarray:
     """(B, 6, 3, 3) camera-frame turns by +-deg[b] about x, y, z."""
     from scipy.spatial.transform import Rotation
@@ -223,9 +231,7 @@ class FeatureRefiner:
             if len(t) == 0:
                 return DepthSweep(t.copy(), np.zeros((0, n)), scales)
             sims = self._depth_scores(img, idx, R, t, K, scales)
-            best = sims.argmax(1)
-            inside = (best > 0) & (best < n - 1)
-            t = np.where(inside[:, None], t * scales[best][:, None], t)
+            t = pick_depth(t, scales, sims)
             half = 2 * half / (n - 1)
         return DepthSweep(t, sims, scales)
 
