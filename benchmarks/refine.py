@@ -175,9 +175,11 @@ def speed_kinds(repeats: int) -> str:
     return "\n".join(lines)
 
 
-def _eval(results: Path, out: Path, objects: list[int] | None = None) -> dict:
-    """`posekit eval` on lmo-dev (only ``objects``' targets when given) -> its eval.json."""
+def _eval(results: Path, out: Path, objects: list[int] | None = None, targets: Path | None = None) -> dict:
+    """`posekit eval` on lmo-dev (only ``objects``' targets when given; ``targets``: a BOP targets file) -> its
+    eval.json."""
     extra = ["--objects", ",".join(map(str, objects))] if objects else []
+    extra += ["--targets", str(targets)] if targets else []
     run_posekit("eval", "--dataset", str(lmo_dev()), "--results", str(results), "--out", str(out), "--quiet", *extra)
     return json.loads((out / "eval.json").read_text())
 
@@ -273,7 +275,12 @@ def features_config(refiner: Path | str):
         key, _, value = item.partition("=")
         if key not in types:
             raise SystemExit(f"--refiner features: unknown setting {key!r}; known: {', '.join(types)}")
-        changes[key] = types[key](value)
+        if types[key] is bool:
+            if value.lower() not in ("1", "0", "true", "false"):
+                raise SystemExit(f"--refiner features: {key} takes true or false, got {value!r}")
+            changes[key] = value.lower() in ("1", "true")
+        else:
+            changes[key] = types[key](value)
     return replace(cfg, **changes)
 
 
@@ -302,11 +309,12 @@ def perturb_ground_truth(gts, rng: np.random.Generator, angle_deg: float, sxy: f
 
 def perturbed(refiner_ws: Path, out_dir: Path, iters: tuple[int, ...] = (1, 2, 4), seed: int = 0,
               scores: tuple[str, ...] = DEEPIM_SCORES, polish: int = 0, objects: list[int] | None = None,
-              noise: tuple[int, ...] = (0, 1)) -> str:
+              noise: tuple[int, ...] = (0, 1), n_images: int | None = None) -> str:
     """Refine ground truth perturbed by known noise on the real lmo-dev images; how much noise is removed.
 
     ``polish`` > 0 adds a row: the last iterate polished for that many steps (DeepIM: towards the refiner's
-    predicted mask; features: feature-metric steps through PyTorch3D). ``noise``: which of NOISE_LEVELS."""
+    predicted mask; features: feature-metric steps through PyTorch3D). ``noise``: which of NOISE_LEVELS.
+    ``n_images``: only the first images (the figures then cover their targets only)."""
     from tqdm import tqdm
 
     from posekit.data.bop import BopDataset
@@ -325,7 +333,8 @@ def perturbed(refiner_ws: Path, out_dir: Path, iters: tuple[int, ...] = (1, 2, 4
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = [
         f"`python benchmarks/refine.py perturbed --refiner {refiner_ws if is_features(refiner_ws) else 'WS'}"
-        + (f" --objects {','.join(map(str, objects))}" if objects else "") + "` on lmo-dev (100 real images): every ground-truth "
+        + (f" --objects {','.join(map(str, objects))}" if objects else "") + (f" --images {n_images} --iters {','.join(map(str, iters))}` on the first {n_images} lmo-dev images"
+           if n_images else "` on lmo-dev (100 real images)") + ": every ground-truth "
         "instance of the 8 objects that is a BOP'19 target and at least 10 % visible, its pose perturbed by a rotation "
         "of a fixed angle about a random axis and a Gaussian translation offset (x/y and z std), then refined; "
         f"{platform.machine()}, {os.cpu_count()} CPUs, no GPU, pyrender renderer. Median rotation error over the "
@@ -349,7 +358,12 @@ def perturbed(refiner_ws: Path, out_dir: Path, iters: tuple[int, ...] = (1, 2, 4
         per_iter: dict = {k: [] for k in keys}
         errs: dict = {k: [] for k in keys}
         ms, ms_polish = [], []
-        frames = [f for f in ds.frames("test")]
+        frames = list(ds.frames("test"))[:n_images]
+        targets_file = None
+        if n_images:  # scored over these images' targets only
+            kept = {(f.scene_id, f.im_id) for f in frames}
+            targets_file = out_dir / "targets_subset.json"
+            targets_file.write_text(json.dumps([t.to_json() for t in targets if (t.scene_id, t.im_id) in kept]))
         for frame in tqdm(frames, desc=f"perturbed {label}", file=sys.stderr):
             sel = [g for _, g in enumerate(frame.gts) if g.obj_id in known
                    and (frame.scene_id, frame.im_id, g.obj_id) in wanted
@@ -383,7 +397,7 @@ def perturbed(refiner_ws: Path, out_dir: Path, iters: tuple[int, ...] = (1, 2, 4
         for k, ests in per_iter.items():
             tag = f"noise{li}_it{k}"
             res = write_results(out_dir / f"results_{tag}.csv", ests)
-            adds, mssd, mspd = _summary(_eval(res, out_dir / f"eval_{tag}", objects))
+            adds, mssd, mspd = _summary(_eval(res, out_dir / f"eval_{tag}", objects, targets_file))
             e = np.array(errs[k])
             re = np.median(e[e[:, 2] == 0, 0])
             te = np.median(e[:, 1])
@@ -527,6 +541,7 @@ def sweep(runs: list[Path], refiner: str, out_dir: Path, objects: list[int] | No
     from posekit.data.bop import BopDataset
     from posekit.data.results import write_results
     from posekit.data.types import PoseEstimate
+    from posekit.methods.featurefit.refiner import pick_depth
 
     torch_threads()
     ds = BopDataset(lmo_dev())
@@ -545,8 +560,12 @@ def sweep(runs: list[Path], refiner: str, out_dir: Path, objects: list[int] | No
     ]
     for path in runs:
         by_frame = _estimates_by_frame(path)
-        one_round = ref.config.depth_rounds <= 1  # then also the rule's alternative: the best taken even at an end
-        variants = {"+ depth sweep": [], **({"+ depth sweep, ends taken too": []} if one_round else {})}
+        # with one round, also the alternatives from the same scores: the best taken even at an end, and the
+        # other of the grid's pick and the sub-grid (parabola) peak
+        one_round = ref.config.depth_rounds <= 1
+        other = "grid pick" if ref.config.depth_subgrid else "sub-grid peak"
+        variants = {"+ depth sweep": [],
+                    **({"+ depth sweep, ends taken too": [], f"+ depth sweep, {other}": []} if one_round else {})}
         dz = {path.name: [], **{k: [] for k in variants}}
         sec = 0.0
         for key, es in tqdm(by_frame.items(), desc=f"sweep {path.name}", file=sys.stderr):
@@ -555,11 +574,12 @@ def sweep(runs: list[Path], refiner: str, out_dir: Path, objects: list[int] | No
             start = time.perf_counter()
             sw = ref.depth_sweep(frames[key].observation(), [e.obj_id for e in es], R, t)
             sec += time.perf_counter() - start
-            argmax = t * sw.scales[sw.scores.argmax(1)][:, None] if one_round else sw.t
+            argmax = t * sw.scales[sw.scores.argmax(1)][:, None]
+            alt = pick_depth(t, sw.scales, sw.scores, not ref.config.depth_subgrid)
             for i, e in enumerate(es):
                 g = gt[(e.scene_id, e.im_id, e.obj_id)]
                 dz[path.name].append(abs(e.t[2] - g.t[2]))
-                for label, ti in zip(variants, (sw.t[i], argmax[i])[: len(variants)], strict=True):
+                for label, ti in zip(variants, (sw.t[i], argmax[i], alt[i])[: len(variants)], strict=True):
                     dz[label].append(abs(ti[2] - g.t[2]))
                     variants[label].append(PoseEstimate(e.obj_id, e.R, ti, scene_id=e.scene_id, im_id=e.im_id,
                                                         time=e.time))
@@ -808,6 +828,8 @@ def main() -> None:
     pz.add_argument("--polish", type=int, default=0, help="add a row: the last iterate after N polish steps")
     pz.add_argument("--objects", default=None, help="only these object ids (comma-separated)")
     pz.add_argument("--noise", default="0,1", help="which noise levels (0: 10 deg, 1: 20 deg; comma-separated)")
+    pz.add_argument("--iters", default="1,2,4", help="the iterations reported (comma-separated; the most are run)")
+    pz.add_argument("--images", type=int, default=None, help="only the first N images (a quicker look)")
     pz.add_argument("--write-docs", action="store_true")
     a = ap.parse_args()
     if a.what == "speed":
@@ -836,8 +858,8 @@ def main() -> None:
         heading = "Refinement: depth from the refiner's predicted mask (lmo-dev)"
     elif a.what == "perturbed":
         objs = [int(v) for v in a.objects.split(",")] if a.objects else None
-        body = perturbed(a.refiner, a.out, polish=a.polish, objects=objs,
-                         noise=tuple(int(v) for v in a.noise.split(",")))
+        body = perturbed(a.refiner, a.out, iters=tuple(int(v) for v in a.iters.split(",")), polish=a.polish,
+                         objects=objs, noise=tuple(int(v) for v in a.noise.split(",")), n_images=a.images)
         heading = "Refiner from perturbed ground truth (lmo-dev)"
         if a.polish and is_features(a.refiner):  # beside the search's own section, not over it
             heading = "Refiner from perturbed ground truth (lmo-dev, feature polish)"

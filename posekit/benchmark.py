@@ -38,6 +38,7 @@ class BenchmarkSpec:
     refine: str = "none"
     iters: int = 4
     split: str = "test"
+    depth_sweep: bool = False  # with refine="features": the search's last depth sweep (estimate's --depth-sweep)
 
 
 def _spec_file(out: Path) -> Path:
@@ -52,9 +53,13 @@ def check_output(out: Path, spec: BenchmarkSpec) -> None:
         raise InputError(f"--out {out}: its parent folder does not exist")
     f = _spec_file(out)
     if f.is_file():
-        old = json.loads(f.read_text())
-        if old.get("spec") != asdict(spec):
-            diff = sorted(k for k in asdict(spec) if old.get("spec", {}).get(k) != asdict(spec)[k])
+        from dataclasses import MISSING, fields
+
+        # a setting added since that run was written is read as its default
+        old_spec = {**{fl.name: fl.default for fl in fields(BenchmarkSpec) if fl.default is not MISSING},
+                    **json.loads(f.read_text()).get("spec", {})}
+        if old_spec != asdict(spec):
+            diff = sorted(k for k in asdict(spec) if old_spec.get(k) != asdict(spec)[k])
             raise InputError(f"--out {out}: holds another benchmark run (differs in: {', '.join(diff)}); choose another "
                              "--out")
 
@@ -152,9 +157,9 @@ def run_benchmark(spec: BenchmarkSpec, out: str | Path, device: str = "auto", pr
         workspaces[obj_id] = str(path)
         refiner = None
         if spec.refine == "features":
-            from posekit.methods.featurefit import FeatureRefiner
+            from posekit.methods.featurefit import DEPTH_SWEEP, FeatureFitConfig, FeatureRefiner
 
-            refiner = FeatureRefiner([model], device=device)
+            refiner = FeatureRefiner([model], device=device, config=DEPTH_SWEEP if spec.depth_sweep else FeatureFitConfig())
         est = PoseEstimator({obj_id: model}, coarse={obj_id: coarse}, refiner=refiner,
                             config=EstimatorConfig(refine_iters=spec.iters, refine_score="features" if refiner else None))
         try:
@@ -175,7 +180,7 @@ def run_benchmark(spec: BenchmarkSpec, out: str | Path, device: str = "auto", pr
     adds_per = report.metrics["add_s"].recall_per_object
     lines = [f"# posekit benchmark: {ds.root.name}", "",
              f"`posekit benchmark --dataset {spec.dataset} --method {spec.method} --boxes {spec.boxes} --refine "
-             f"{spec.refine}` over {report.n_targets} targets of objects {', '.join(map(str, objects))} "
+             f"{spec.refine}{' --depth-sweep' if spec.depth_sweep else ''}` over {report.n_targets} targets of objects {', '.join(map(str, objects))} "
              f"({report.n_targets_without_estimate} without an estimate).", "",
              "| object | targets | ADD(-S) 0.1d | AR_MSSD | AR_MSPD | best / median / worst |", "|---|---|---|---|---|---|"]
     for obj_id in objects:

@@ -39,3 +39,7 @@ def test_benchmark_on_a_small_bop_folder_writes_the_report_and_resumes(tmp_path)
     # another setting into the same folder is refused in one line
     r = _run(home, "benchmark", "--dataset", data, "--out", out, "--boxes", "gt-visib", "--split", "train_synt")
     assert r.returncode == 2 and "differs in: boxes" in r.stderr and r.stderr.count("\n") == 1
+    # the depth sweep is a stage of the feature search only: one line, nothing written
+    r = _run(home, "benchmark", "--dataset", data, "--out", tmp_path / "other", "--depth-sweep")
+    assert r.returncode == 2 and "--depth-sweep" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert not (tmp_path / "other").exists()

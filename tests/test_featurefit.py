@@ -140,6 +140,22 @@ def test_depth_sweep_finds_a_known_depth_error_and_keeps_depth_where_the_best_is
     assert all(kept), kept  # measured: 5 % -> 0.8 % (the nearest scale), every 20 % start kept
 
 
+def test_depth_pick_finds_the_peak_between_grid_scales_and_keeps_an_end():
+    """pick_depth with ``subgrid``: scores sampled from a parabola peaking between two grid scales give that
+    scale (the grid's pick is off by up to half a step); a best at an end keeps the depth either way."""
+    from posekit.methods.featurefit.refiner import pick_depth
+
+    scales = 1.0 + np.linspace(-0.08, 0.08, 9)
+    t = np.array([[10.0, -20.0, 800.0], [0.0, 0.0, 1000.0], [5.0, 5.0, 900.0]])
+    peaks = np.array([1.013, 0.967, 1.2])  # the last beyond the range: the best is the top end
+    scores = -((scales[None] - peaks[:, None]) ** 2)
+    grid = pick_depth(t, scales, scores)
+    sub = pick_depth(t, scales, scores, subgrid=True)
+    assert np.allclose(sub[:2], t[:2] * peaks[:2, None]), sub / t
+    assert np.allclose(grid[:2], t[:2] * np.array([[1.02], [0.96]]))
+    assert np.allclose(sub[2], t[2]) and np.allclose(grid[2], t[2])
+
+
 def test_cli_depth_sweep_brings_a_far_start_nearer(scene, tmp_path):
     """`--refine features --depth-sweep` from the true rotation 5 % too far along the viewing ray: the JSON pose's
     depth error is less than half the start's."""

@@ -26,6 +26,8 @@ def benchmark_command(
     boxes: str = typer.Option("gt-visib", "--boxes", help="gt-visib or gt-obj."),
     refine: str = typer.Option("none", "--refine", help="none or features."),
     iters: int = typer.Option(4, "--iters", min=1, help="Refinement iterations."),
+    depth_sweep: bool = typer.Option(False, "--depth-sweep", help="With --refine features: the search's last depth "
+                                     "sweep, as `posekit estimate --depth-sweep`."),
     split: str = typer.Option("test", "--split", help="The split holding the scenes (`posekit render` writes train_synt)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
 ) -> None:
@@ -37,6 +39,8 @@ def benchmark_command(
                                  ("--boxes", boxes, BOXES)):
         if value not in allowed:
             raise InputError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    if depth_sweep and refine != "features":
+        raise InputError(f"--depth-sweep is a stage of --refine features, not of --refine {refine}")
     if not (dataset / "models").is_dir():
         raise InputError(f"--dataset {dataset}: not a BOP dataset (no models/ folder)")
     ids: list[int] = []
@@ -46,7 +50,7 @@ def benchmark_command(
         except ValueError:
             raise InputError(f"--objects must be comma-separated object ids, got {objects!r}") from None
     spec = BenchmarkSpec(dataset=str(dataset.resolve()), objects=ids, method=method, boxes=boxes, refine=refine,
-                         iters=iters, split=split)
+                         iters=iters, split=split, depth_sweep=depth_sweep)
     summary = run_benchmark(spec, out, device=device)
     typer.echo(f"wrote {summary}")
 

@@ -68,6 +68,7 @@ class FeatureFitConfig:
     depth_crop: int = 256
     depth_feature: str = "s8"
     depth_score: str = "features"
+    depth_subgrid: bool = False  # the peak of a parabola through the best scale and its neighbours, not the grid's
 
 
 #: the feature search with its last depth sweep (``posekit estimate --refine features --depth-sweep``): 9 depths in
@@ -85,12 +86,23 @@ class DepthSweep:
     scales: np.ndarray
 
 
-def pick_depth(t: np.ndarray, scales: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """(B, 3): t (B, 3) scaled along its viewing ray by the best-scored of ``scales`` (n,) (scores (B, n)), kept
-    where the best is at either end of the range (no located maximum)."""
+def pick_depth(t: np.ndarray, scales: np.ndarray, scores: np.ndarray, subgrid: bool = False) -> np.ndarray:
+    """(B, 3): t (B, 3) scaled along its viewing ray by the best-scored of ``scales`` (n,) (scores (B, n), an
+    evenly spaced grid), kept where the best is at either end of the range (no located maximum). ``subgrid``:
+    the scale at the vertex of the parabola through the best score and its two neighbours (within half a grid
+    step of the best, as the best is a local maximum)."""
     best = scores.argmax(1)
     inside = (best > 0) & (best < len(scales) - 1)
-    return np.where(inside[:, None], t * scales[best][:, None], t)
+    scale = scales[best].astype(np.float64)
+    if subgrid and len(scales) >= 3:
+        b = np.clip(best, 1, len(scales) - 2)
+        rows = np.arange(len(best))
+        lo, mid, hi = scores[rows, b - 1], scores[rows, b], scores[rows, b + 1]
+        curv = lo - 2 * mid + hi
+        with np.errstate(divide="ignore", invalid="ignore"):
+            off = np.where(curv < 0, 0.5 * (lo - hi) / curv, 0.0)
+        scale = scale + np.clip(off, -0.5, 0.5) * (scales[1] - scales[0])
+    return np.where(inside[:, None], t * scale[:, None], t)
 
 
 def _axis_turns(deg: np.ndarray) -> np.ndarray:
@@ -231,7 +243,7 @@ class FeatureRefiner:
             if len(t) == 0:
                 return DepthSweep(t.copy(), np.zeros((0, n)), scales)
             sims = self._depth_scores(img, idx, R, t, K, scales)
-            t = pick_depth(t, scales, sims)
+            t = pick_depth(t, scales, sims, cfg.depth_subgrid)
             half = 2 * half / (n - 1)
         return DepthSweep(t, sims, scales)
 
