@@ -160,8 +160,11 @@ def run_benchmark(spec: BenchmarkSpec, out: str | Path, device: str = "auto", pr
             from posekit.methods.featurefit import DEPTH_SWEEP, FeatureFitConfig, FeatureRefiner
 
             refiner = FeatureRefiner([model], device=device, config=DEPTH_SWEEP if spec.depth_sweep else FeatureFitConfig())
+        # the best-scored iterate of the search, but the last one after a depth sweep: the search's 128-px score does
+        # not see a few per cent of depth, so it would often hand back the iterate before the sweep
+        keep = "features" if refiner is not None and not spec.depth_sweep else None
         est = PoseEstimator({obj_id: model}, coarse={obj_id: coarse}, refiner=refiner,
-                            config=EstimatorConfig(refine_iters=spec.iters, refine_score="features" if refiner else None))
+                            config=EstimatorConfig(refine_iters=spec.iters, refine_score=keep))
         try:
             res = estimate_dataset(est, ds, [t for t in targets if t.obj_id == obj_id], split=spec.split,
                                    boxes=spec.boxes, progress=progress)

@@ -109,6 +109,7 @@ def test_cli_refine_features_from_a_given_pose_keeps_every_iterate_and_polishes(
     (["--refine", "fancy"], "--refine must be one of"),
     (["--refine", "none", "--depth-sweep"], "--depth-sweep is the feature search's last stage"),
     (["--refine", "features", "--iters", "0", "--depth-sweep"], "--depth-sweep follows the feature search's last"),
+    (["--refine", "features", "--depth-sweep", "--score", "features"], "--score features would keep an iterate"),
 ])
 def test_cli_refine_features_bad_combinations_one_line(scene, tmp_path, args, needle):
     image, init, _, _ = scene

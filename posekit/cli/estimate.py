@@ -116,6 +116,9 @@ def estimate(
         raise InputError(f"--depth-sweep is the feature search's last stage: use it with --refine features, not {refine}")
     if depth_sweep and iters == 0:
         raise InputError("--depth-sweep follows the feature search's last iteration: use it with --iters >= 1")
+    if depth_sweep and score == "features":
+        raise InputError("--score features would keep an iterate before the depth sweep (the search's 128-px score "
+                         "does not see a few per cent of depth): use one of them")
     for target in (json_out, overlay, strip, out, detections_out):
         if target is not None and not target.parent.is_dir():
             raise InputError(f"{target.parent}: output folder does not exist")
