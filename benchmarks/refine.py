@@ -533,9 +533,11 @@ def components(runs: list[Path], out_dir: Path, objects: list[int] | None = None
     return "\n".join(lines)
 
 
-def sweep(runs: list[Path], refiner: str, out_dir: Path, objects: list[int] | None = None) -> str:
+def sweep(runs: list[Path], refiner: str, out_dir: Path, objects: list[int] | None = None,
+          targets: Path | None = None) -> str:
     """The feature search's last depth sweep (``features:depth_range=...``) applied to the poses of ``perturbed``
-    runs (results_*.csv): ADD(-S), AR and the median depth error before and after."""
+    runs (results_*.csv): ADD(-S), AR and the median depth error before and after. ``targets``: score over these
+    BOP targets only (a ``perturbed --images N`` run's targets_subset.json)."""
     from tqdm import tqdm
 
     from posekit.data.bop import BopDataset
@@ -551,7 +553,7 @@ def sweep(runs: list[Path], refiner: str, out_dir: Path, objects: list[int] | No
     out_dir.mkdir(parents=True, exist_ok=True)
     frames, gt = _frames_and_truth(ds)
     lines = [
-        f"`python benchmarks/refine.py sweep {' '.join(str(r) for r in runs)} --refiner {refiner}` on lmo-dev: each "
+        f"`python benchmarks/refine.py sweep {' '.join(str(r) for r in runs)} --refiner {refiner}{' --targets ' + str(targets) if targets else ''}` on lmo-dev: each "
         "run's poses, then the depth sweep alone (rotation and image-plane position kept); `posekit eval` over the "
         f"perturbed objects' targets; {platform.machine()}, {os.cpu_count()} CPUs, no GPU.",
         "",
@@ -584,10 +586,10 @@ def sweep(runs: list[Path], refiner: str, out_dir: Path, objects: list[int] | No
                     variants[label].append(PoseEstimate(e.obj_id, e.R, ti, scene_id=e.scene_id, im_id=e.im_id,
                                                         time=e.time))
         tag = f"{path.parent.name}_{path.stem}"
-        summ = {path.name: _summary(_eval(path, out_dir / f"eval_{tag}_before", objects))}
+        summ = {path.name: _summary(_eval(path, out_dir / f"eval_{tag}_before", objects, targets))}
         for vi, (label, est) in enumerate(variants.items()):
             res = write_results(out_dir / f"results_{tag}_swept{vi}.csv", est)
-            summ[label] = _summary(_eval(res, out_dir / f"eval_{tag}_swept{vi}", objects))
+            summ[label] = _summary(_eval(res, out_dir / f"eval_{tag}_swept{vi}", objects, targets))
         for label, (a, m1, m2) in summ.items():
             ms = f"{1000 * sec / len(dz[label]):.0f}" if label == "+ depth sweep" else ""
             lines.append(f"| {label} | {100 * a:.1f} % | {m1:.3f} | {m2:.3f} | {np.median(dz[label]):.1f} | {ms} |")
@@ -815,6 +817,7 @@ def main() -> None:
     sw.add_argument("--refiner", required=True, help="features:depth_range=...,depth_score=...")
     sw.add_argument("--out", type=Path, default=Path("refine_sweep"))
     sw.add_argument("--objects", default=None, help="only these object ids (comma-separated)")
+    sw.add_argument("--targets", type=Path, default=None, help="score over these BOP targets only")
     sw.add_argument("--write-docs", action="store_true")
     md = sub.add_parser("mask-depth", help="depth from a DeepIM refiner's predicted mask for perturbed runs' poses")
     md.add_argument("runs", type=Path, nargs="+", help="results_*.csv files written by `perturbed`")
@@ -851,7 +854,8 @@ def main() -> None:
         body = components(a.runs, a.out, [int(v) for v in a.objects.split(",")] if a.objects else None)
         heading = "Refinement: which part of the pose limits it (lmo-dev)"
     elif a.what == "sweep":
-        body = sweep(a.runs, a.refiner, a.out, [int(v) for v in a.objects.split(",")] if a.objects else None)
+        body = sweep(a.runs, a.refiner, a.out, [int(v) for v in a.objects.split(",")] if a.objects else None,
+                     a.targets)
         heading = "Feature search: the depth sweep (lmo-dev)"
     elif a.what == "mask-depth":
         body = mask_depth(a.runs, a.refiner, a.out, objects=[int(v) for v in a.objects.split(",")] if a.objects else None)
