@@ -66,6 +66,19 @@ def tiny_regressor(part, held_out, tmp_path_factory):
     return ws, early, late
 
 
+@pytest.fixture(scope="module")
+def one_step_regressor(part, tmp_path_factory):
+    """A regressor workspace of the part after one step: for checks that need a workspace, not a trained one."""
+    from posekit.methods.regress import get_preset
+    from posekit.methods.regress.train import train_regress
+
+    ws = tmp_path_factory.mktemp("regress1") / "ws"
+    train_regress([part], ws, replace(get_preset("tiny"), steps=1), device="cpu", progress=False)
+    return ws
+
+
+# the tiny regressor's training (about 2 min on 2 cores) and the tests that need its quality are slow tests
+@pytest.mark.slow
 def test_tiny_regressor_finds_the_part_and_its_rotation_error_falls_with_training(tiny_regressor):
     _, (hit0, rot0), (hit1, rot1) = tiny_regressor
     print("early", hit0, rot0, "late", hit1, rot1)
@@ -73,6 +86,7 @@ def test_tiny_regressor_finds_the_part_and_its_rotation_error_falls_with_trainin
     assert rot1 < rot0, (rot0, rot1)  # the pose branch learns
 
 
+@pytest.mark.slow
 def test_estimate_without_a_box_uses_the_detector_and_writes_bop_detections(tiny_regressor, part, tmp_path):
     from posekit.methods.regress import get_preset
     from posekit.methods.regress.train import RenderedImages
@@ -101,14 +115,14 @@ def test_estimate_without_a_box_uses_the_detector_and_writes_bop_detections(tiny
     assert r.returncode == 1 and "no bracket found" in r.stderr and not out.exists()
 
 
-def test_a_detector_of_other_meshes_is_refused(tiny_regressor, tmp_path):
+def test_a_detector_of_other_meshes_is_refused(one_step_regressor, tmp_path):
     import trimesh
 
     other = tmp_path / "box.stl"
     trimesh.creation.box((50.0, 40.0, 30.0)).export(other)
     image = tmp_path / "img.png"
     Image.fromarray(np.zeros((480, 640, 3), np.uint8)).save(image)
-    r = posekit_run("estimate", image, "--cad", other, "--detector", tiny_regressor[0], "--K", K_OPT)
+    r = posekit_run("estimate", image, "--cad", other, "--detector", one_step_regressor, "--K", K_OPT)
     assert r.returncode == 2 and "not trained on" in r.stderr and r.stderr.count("\n") == 1
 
 
@@ -131,6 +145,7 @@ def test_train_regress_cli_refuses_bad_input_before_any_work(tmp_path):
         assert not ws.exists()
 
 
+@pytest.mark.slow
 def test_estimate_with_only_the_image_and_the_cad_uses_the_store(tiny_regressor, part, tmp_path):
     """The headline usage: `posekit estimate IMAGE --cad PART`, camera.json beside the image, detector and coarse
     stage found in the model store by the part's mesh hash."""
