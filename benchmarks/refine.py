@@ -309,12 +309,13 @@ def perturb_ground_truth(gts, rng: np.random.Generator, angle_deg: float, sxy: f
 
 def perturbed(refiner_ws: Path, out_dir: Path, iters: tuple[int, ...] = (1, 2, 4), seed: int = 0,
               scores: tuple[str, ...] = DEEPIM_SCORES, polish: int = 0, objects: list[int] | None = None,
-              noise: tuple[int, ...] = (0, 1), n_images: int | None = None) -> str:
+              noise: tuple[int, ...] = (0, 1), n_images: int | None = None, first: int = 0) -> str:
     """Refine ground truth perturbed by known noise on the real lmo-dev images; how much noise is removed.
 
     ``polish`` > 0 adds a row: the last iterate polished for that many steps (DeepIM: towards the refiner's
     predicted mask; features: feature-metric steps through PyTorch3D). ``noise``: which of NOISE_LEVELS.
-    ``n_images``: only the first images (the figures then cover their targets only)."""
+    ``n_images``: only the first images (the figures then cover their targets only); ``first``: skip this many
+    images first (their perturbations are still drawn, so every image keeps the full run's start)."""
     from tqdm import tqdm
 
     from posekit.data.bop import BopDataset
@@ -358,16 +359,22 @@ def perturbed(refiner_ws: Path, out_dir: Path, iters: tuple[int, ...] = (1, 2, 4
         per_iter: dict = {k: [] for k in keys}
         errs: dict = {k: [] for k in keys}
         ms, ms_polish = [], []
-        frames = list(ds.frames("test"))[:n_images]
+        all_frames = list(ds.frames("test"))
+        frames = all_frames[first:][:n_images]
         targets_file = None
-        if n_images:  # scored over these images' targets only
+        if n_images or first:  # scored over these images' targets only
             kept = {(f.scene_id, f.im_id) for f in frames}
             targets_file = out_dir / "targets_subset.json"
             targets_file.write_text(json.dumps([t.to_json() for t in targets if (t.scene_id, t.im_id) in kept]))
+        def instances(frame):
+            return [g for g in frame.gts if g.obj_id in known and (frame.scene_id, frame.im_id, g.obj_id) in wanted
+                    and (g.visib_fract is None or g.visib_fract >= 0.1)]
+
+        for frame in all_frames[:first]:  # the skipped images' draws, so the rest start as in the full run
+            if instances(frame):
+                perturb_ground_truth(instances(frame), rng, angle, sxy, sz)
         for frame in tqdm(frames, desc=f"perturbed {label}", file=sys.stderr):
-            sel = [g for _, g in enumerate(frame.gts) if g.obj_id in known
-                   and (frame.scene_id, frame.im_id, g.obj_id) in wanted
-                   and (g.visib_fract is None or g.visib_fract >= 0.1)]
+            sel = instances(frame)
             if not sel:
                 continue
             R0, t0 = perturb_ground_truth(sel, rng, angle, sxy, sz)
@@ -833,6 +840,7 @@ def main() -> None:
     pz.add_argument("--noise", default="0,1", help="which noise levels (0: 10 deg, 1: 20 deg; comma-separated)")
     pz.add_argument("--iters", default="1,2,4", help="the iterations reported (comma-separated; the most are run)")
     pz.add_argument("--images", type=int, default=None, help="only the first N images (a quicker look)")
+    pz.add_argument("--first", type=int, default=0, help="skip this many images first (the rest keep their starts)")
     pz.add_argument("--write-docs", action="store_true")
     a = ap.parse_args()
     if a.what == "speed":
@@ -863,7 +871,8 @@ def main() -> None:
     elif a.what == "perturbed":
         objs = [int(v) for v in a.objects.split(",")] if a.objects else None
         body = perturbed(a.refiner, a.out, iters=tuple(int(v) for v in a.iters.split(",")), polish=a.polish,
-                         objects=objs, noise=tuple(int(v) for v in a.noise.split(",")), n_images=a.images)
+                         objects=objs, noise=tuple(int(v) for v in a.noise.split(",")), n_images=a.images,
+                         first=a.first)
         heading = "Refiner from perturbed ground truth (lmo-dev)"
         if a.polish and is_features(a.refiner):  # beside the search's own section, not over it
             heading = "Refiner from perturbed ground truth (lmo-dev, feature polish)"
