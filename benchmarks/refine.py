@@ -334,8 +334,9 @@ def perturbed(refiner_ws: Path, out_dir: Path, iters: tuple[int, ...] = (1, 2, 4
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = [
         f"`python benchmarks/refine.py perturbed --refiner {refiner_ws if is_features(refiner_ws) else 'WS'}"
-        + (f" --objects {','.join(map(str, objects))}" if objects else "") + (f" --images {n_images} --iters {','.join(map(str, iters))}` on the first {n_images} lmo-dev images"
-           if n_images else "` on lmo-dev (100 real images)") + ": every ground-truth "
+        + (f" --objects {','.join(map(str, objects))}" if objects else "") + (f"{f' --first {first}' if first else ''}{f' --images {n_images}' if n_images else ''} --iters "
+           f"{','.join(map(str, iters))}` on lmo-dev images {first + 1}-{first + n_images if n_images else 100}"
+           if n_images or first else "` on lmo-dev (100 real images)") + ": every ground-truth "
         "instance of the 8 objects that is a BOP'19 target and at least 10 % visible, its pose perturbed by a rotation "
         "of a fixed angle about a random axis and a Gaussian translation offset (x/y and z std), then refined; "
         f"{platform.machine()}, {os.cpu_count()} CPUs, no GPU, pyrender renderer. Median rotation error over the "
@@ -371,8 +372,8 @@ def perturbed(refiner_ws: Path, out_dir: Path, iters: tuple[int, ...] = (1, 2, 4
                     and (g.visib_fract is None or g.visib_fract >= 0.1)]
 
         for frame in all_frames[:first]:  # the skipped images' draws, so the rest start as in the full run
-            if instances(frame):
-                perturb_ground_truth(instances(frame), rng, angle, sxy, sz)
+            if skipped := instances(frame):
+                perturb_ground_truth(skipped, rng, angle, sxy, sz)
         for frame in tqdm(frames, desc=f"perturbed {label}", file=sys.stderr):
             sel = instances(frame)
             if not sel:

@@ -157,9 +157,9 @@ def run_benchmark(spec: BenchmarkSpec, out: str | Path, device: str = "auto", pr
         workspaces[obj_id] = str(path)
         refiner = None
         if spec.refine == "features":
-            from posekit.methods.featurefit import DEPTH_SWEEP, FeatureFitConfig, FeatureRefiner
+            from posekit.methods.featurefit import FeatureRefiner, search_config
 
-            refiner = FeatureRefiner([model], device=device, config=DEPTH_SWEEP if spec.depth_sweep else FeatureFitConfig())
+            refiner = FeatureRefiner([model], device=device, config=search_config(spec.depth_sweep))
         # the best-scored iterate of the search, but the last one after a depth sweep: the search's 128-px score does
         # not see a few per cent of depth, so it would often hand back the iterate before the sweep
         keep = "features" if refiner is not None and not spec.depth_sweep else None

@@ -37,10 +37,9 @@ def _open_refiner(kind: str | None, path: Path | None, models, device: str, rend
     if depth_sweep and kind != "features":
         raise InputError(f"--depth-sweep is the feature search's last stage: use it with --refine features, not {kind or 'none'}")
     if kind == "features":
-        from posekit.methods.featurefit import DEPTH_SWEEP, FeatureFitConfig, FeatureRefiner
+        from posekit.methods.featurefit import FeatureRefiner, search_config
 
-        return FeatureRefiner(models, device=device, renderer=renderer,
-                              config=DEPTH_SWEEP if depth_sweep else FeatureFitConfig())
+        return FeatureRefiner(models, device=device, renderer=renderer, config=search_config(depth_sweep))
     if kind != "deepim" or path is None:
         return None
     from posekit.methods.refine.refiner import Refiner

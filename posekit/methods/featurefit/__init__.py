@@ -5,6 +5,12 @@ image by the masked stride-8 similarity of the shared ImageNet backbone (the tem
 to the best and shrinks its steps where none is better.
 """
 
-from posekit.methods.featurefit.refiner import DEPTH_SWEEP, DepthSweep, FeatureFitConfig, FeatureRefiner
+from posekit.methods.featurefit.refiner import (
+    DEPTH_SWEEP,
+    DepthSweep,
+    FeatureFitConfig,
+    FeatureRefiner,
+    search_config,
+)
 
-__all__ = ["DEPTH_SWEEP", "DepthSweep", "FeatureFitConfig", "FeatureRefiner"]
+__all__ = ["DEPTH_SWEEP", "DepthSweep", "FeatureFitConfig", "FeatureRefiner", "search_config"]

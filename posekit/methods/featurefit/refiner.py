@@ -80,6 +80,11 @@ class FeatureFitConfig:
 DEPTH_SWEEP = FeatureFitConfig(depth_range=0.08, depth_samples=9, depth_subgrid=True)
 
 
+def search_config(depth_sweep: bool = False) -> FeatureFitConfig:
+    """The feature search's settings: with its last depth sweep (``--depth-sweep``) or without."""
+    return DEPTH_SWEEP if depth_sweep else FeatureFitConfig()
+
+
 @dataclass
 class DepthSweep:
     """The depth sweep's outcome: t (B, 3) mm after it, the scores (B, n) of the n scales (n,) of the depth."""
