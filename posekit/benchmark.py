@@ -163,7 +163,12 @@ def run_benchmark(spec: BenchmarkSpec, out: str | Path, device: str = "auto", pr
         # the best-scored iterate of the search, but the last one after a depth sweep: the search's 128-px score does
         # not see a few per cent of depth, so it would often hand back the iterate before the sweep
         keep = "features" if refiner is not None and not spec.depth_sweep else None
-        est = PoseEstimator({obj_id: model}, coarse={obj_id: coarse}, refiner=refiner,
+        detector = None
+        if spec.boxes == "detector":  # no box given: the part found by its templates (no training)
+            from posekit.methods.detect import TemplateDetector
+
+            detector = TemplateDetector({obj_id: coarse}, {obj_id: model})
+        est = PoseEstimator({obj_id: model}, coarse={obj_id: coarse}, refiner=refiner, detector=detector,
                             config=EstimatorConfig(refine_iters=spec.iters, refine_score=keep))
         try:
             res = estimate_dataset(est, ds, [t for t in targets if t.obj_id == obj_id], split=spec.split,

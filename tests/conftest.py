@@ -59,3 +59,16 @@ def tiny_ws(part, tmp_path_factory):
     aug = AugmentConfig(occlude_p=0.0, relight_p=0.0, scale=(0.95, 1.05), shift=0.02, blur_p=0.0, noise_p=0.2)
     result = train_aae(part, ws, PRESETS["tiny"], device="cpu", progress=False, augment=aug)
     return ws, result
+
+
+@pytest.fixture(scope="session")
+def tpl_ws(tmp_path_factory):
+    """Templates of the bracket, built through the CLI (tiny preset: 120 views x 12 turns, 64 px), shared by the
+    templates' and the detector's tests."""
+    from helpers import PART, posekit_run
+
+    ws = tmp_path_factory.mktemp("templates") / "ws"
+    r = posekit_run("train", "templates", "--cad", PART, "--out", ws, "--preset", "tiny", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert "built 1440 templates" in r.stdout
+    return ws

@@ -14,16 +14,6 @@ from PIL import Image
 
 
 @pytest.fixture(scope="module")
-def tpl_ws(tmp_path_factory):
-    """Templates of the bracket, built through the CLI (tiny preset: 120 views x 12 turns, 64 px)."""
-    ws = tmp_path_factory.mktemp("templates") / "ws"
-    r = posekit_run("train", "templates", "--cad", PART, "--out", ws, "--preset", "tiny", "--device", "cpu")
-    assert r.returncode == 0, r.stderr
-    assert "built 1440 templates" in r.stdout
-    return ws
-
-
-@pytest.fixture(scope="module")
 def other_stl(tmp_path_factory):
     import trimesh
 

@@ -11,7 +11,7 @@ from posekit.errors import InputError
 
 METHODS = ("templates", "aae", "regress")
 REFINES = ("none", "features")
-BOXES = ("gt-visib", "gt-obj")
+BOXES = ("gt-visib", "gt-obj", "detector")
 
 
 @guarded
@@ -23,7 +23,8 @@ def benchmark_command(
                                        "object)."),
     method: str = typer.Option("templates", "--method", help="Coarse stage: templates (built into the model store "
                                "when missing: no training), aae or regress (from the store)."),
-    boxes: str = typer.Option("gt-visib", "--boxes", help="gt-visib or gt-obj."),
+    boxes: str = typer.Option("gt-visib", "--boxes", help="gt-visib, gt-obj, or detector (no box given: the "
+                              "training-free template detector finds each part; --method templates)."),
     refine: str = typer.Option("none", "--refine", help="none or features."),
     iters: int = typer.Option(4, "--iters", min=1, help="Refinement iterations."),
     depth_sweep: bool = typer.Option(False, "--depth-sweep", help="With --refine features: the search's last depth "
@@ -39,6 +40,9 @@ def benchmark_command(
                                  ("--boxes", boxes, BOXES)):
         if value not in allowed:
             raise InputError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    if boxes == "detector" and method != "templates":
+        raise InputError(f"--boxes detector finds the parts with their templates: use it with --method templates, "
+                         f"not {method}")
     if depth_sweep and refine != "features":
         raise InputError(f"--depth-sweep is a stage of --refine features, not of --refine {refine}")
     if not (dataset / "models").is_dir():

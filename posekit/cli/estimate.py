@@ -31,6 +31,21 @@ def _objects_option(text: str | None) -> set[int] | None:
         raise InputError(f"--objects must be comma-separated object ids, got {text!r}") from None
 
 
+def _instances_option(text: str | None) -> int | None:
+    """--instances: None (the detector's default), a positive count, or 0 for all."""
+    if text is None:
+        return None
+    if text.strip().lower() == "all":
+        return 0
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise InputError(f"--instances must be a positive number or all, got {text!r}")
+    return n
+
+
 def _open_refiner(kind: str | None, path: Path | None, models, device: str, renderer: str, depth_sweep: bool = False):
     """The refinement stage: the DeepIM refiner of a workspace, the training-free feature search (with its last
     depth sweep when ``depth_sweep``), or None."""
@@ -64,9 +79,9 @@ def estimate(
     camera: Path | None = typer.Option(None, "--camera", help="camera.json (fx, fy, cx, cy[, width, height]) or a file with cam_K."),
     K: str | None = typer.Option(None, "--K", help="Intrinsics fx,fy,cx,cy (instead of --camera)."),
     method: str = typer.Option("auto", "--method", help="Coarse method: templates, aae, regress (the detector's own regressed poses), or auto (what the --model workspace holds)."),
-    detector: Path | None = typer.Option(None, "--detector", help="Detector workspace from `posekit train regress`: finds the part when no --bbox is given (default: one from the model store)."),
-    det_score: float = typer.Option(0.5, "--det-score", min=0.0, max=1.0, help="Detections below this score are dropped."),
-    det_top_k: int | None = typer.Option(None, "--det-top-k", min=1, help="At most this many detections per object (default: all above --det-score)."),
+    detector: Path | None = typer.Option(None, "--detector", help="Detector workspace from `posekit train regress`: finds the part when no --bbox is given (default: one from the model store, else the training-free template detector)."),
+    det_score: float | None = typer.Option(None, "--det-score", min=0.0, max=1.0, help="Detections below this score are dropped (default: the detector's own: 0.5 for a trained detector, the template detector's calibrated threshold, docs/estimate.md)."),
+    instances: str | None = typer.Option(None, "--instances", help="How many instances of the part to find with no --bbox: N (the N best detections above --det-score) or all (every one above it); default 1 for the template detector, all for a trained one."),
     detections_out: Path | None = typer.Option(None, "--detections-out", help="Write the detections used as a BOP'22 detections JSON (scene_id, image_id, category_id, bbox, score, time)."),
     top_k: int = typer.Option(1, "--top-k", min=1, help="Hypotheses to report (templates / codebook neighbours): the best is the pose, the others are listed as alternatives in the JSON."),
     refine: str = typer.Option("auto", "--refine", help="Refiner: auto (the --refiner, else one from the model store "
@@ -86,7 +101,7 @@ def estimate(
     dataset: Path | None = typer.Option(None, "--dataset", help="Dataset mode: a BOP dataset folder."),
     split: str = typer.Option("test", "--split", help="Dataset split."),
     targets: Path | None = typer.Option(None, "--targets", help="Targets file (default: the dataset's test_targets_bop19.json)."),
-    boxes: str = typer.Option("gt-visib", "--boxes", help="Boxes: gt-visib, gt-obj, detector (with --detector), or a BOP detections JSON."),
+    boxes: str = typer.Option("gt-visib", "--boxes", help="Boxes: gt-visib, gt-obj, detector (--detector WORKSPACE, else the training-free template detector on --model-dir's templates), or a BOP detections JSON."),
     model_dir: Path | None = typer.Option(None, "--model-dir", help="Folder of coarse-stage workspaces (templates or AAE) named obj_XXXXXX (dataset mode)."),
     objects: str | None = typer.Option(None, "--objects", help="Only these object ids (comma-separated)."),
     out: Path | None = typer.Option(None, "--out", help="Dataset mode: BOP results CSV to write."),
@@ -111,6 +126,7 @@ def estimate(
         raise InputError("--polish after --refine deepim works on its last iteration's mask: use --iters >= 1")
     if mask is not None and not polish:
         raise InputError("--mask is the polish's silhouette target: use it with --polish N")
+    det_top_k = _instances_option(instances)
     if depth_sweep and refine not in ("features", "auto"):
         raise InputError(f"--depth-sweep is the feature search's last stage: use it with --refine features, not {refine}")
     if depth_sweep and iters == 0:
@@ -166,19 +182,18 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
         missing.append(Missing("the camera intrinsics", f"--K fx,fy,cx,cy, --camera camera.json, or a camera.json "
                                f"(fx, fy, cx, cy, width, height) beside the image ({cam_source})"))
     detections = [Detection(1, inputs.parse_bbox(b, cam)) for b in bboxes] if cam is not None else []
-    detector_path = None
+    detector_path, template_detector = None, False
     if not bboxes and init is None:
         detector_path, det_choice = find_detector([obj], detector)
-        if detector_path is None:
-            missing.append(Missing("where the part is in the image", f"--bbox x,y,w,h (repeat for several instances), "
-                                   f"a detector (`posekit train regress --cad {cad}`, or --detector WORKSPACE), or "
-                                   "--init pose.json to refine a given pose"))
+        if detector_path is None:  # no trained detector: find the part with its templates (no training)
+            template_detector = True
+            det_choice = Choice("detect", "templates: the training-free detector on the part's templates")
     elif detector is not None:
         raise InputError("--detector finds the part where no --bbox (or --init) is given: give one or the other")
     target_mask = inputs.load_mask(mask, cam) if mask is not None and cam is not None else None
     init_est = None
     choices = [] if cam is None else [Choice("camera", cam_source)]
-    if detector_path is not None:
+    if detector_path is not None or template_detector:
         choices.append(det_choice)
     coarse_path, build_templates_now = None, False
     if init is not None:
@@ -225,13 +240,17 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
         from posekit.estimate.methods import load_coarse
 
         coarse[1] = load_coarse(coarse_path, method, device=device, model=obj)
+    if template_detector:
+        det_ws = _template_detector(obj, coarse.get(1), device, choices)
+        if det_top_k is None:
+            det_top_k = 1  # its hits beyond the best are mostly look-alikes: more instances only when asked
     if score and refine_kind not in SCORE_MODES[score]:
         raise InputError(f"--score {score} goes with --refine {' or '.join(SCORE_MODES[score])}; the refiner here is {refine_kind}")
     refiner = _open_refiner(refine_kind, refiner_path, [obj], device, renderer, depth_sweep)
     for c in choices:  # what this run uses, once all of it has loaded
         typer.echo(f"posekit: {c.stage:<7} {c.what}", err=True)
     config = EstimatorConfig(top_k=top_k, refine_iters=iters, polish_steps=polish, refine_score=score,
-                             det_score=det_score, det_top_k=det_top_k)
+                             det_score=det_score, det_top_k=det_top_k or None)
     estimator = PoseEstimator({1: obj}, coarse=coarse, refiner=refiner, config=config, detector=det_ws)
     obs = Observation(image=rgb, camera=cam, bbox=detections[0].bbox if detections else None, mask=target_mask)
     try:
@@ -241,7 +260,9 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
             refiner.close()
     results = found.estimates
     if det_ws is not None and not found.detections:
-        raise NotFound(f"{image}: no {obj.name} found (no detection scored --det-score {det_score} or more)")
+        least = det_score if det_score is not None else getattr(det_ws, "default_score", 0.5)
+        raise NotFound(f"{image}: no {obj.name} found (no detection scored {least:.2f} or more; --det-score sets "
+                       "the threshold)")
     if detections_out is not None:
         from posekit.estimate.batch import write_detections
 
@@ -263,6 +284,24 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
     if strip is not None:
         _write_overlay(strip, rgb, cam, obj, results, strip=True)
         typer.echo(f"wrote {strip}", err=True)
+
+
+def _template_detector(obj, coarse, device: str, choices: list):
+    """The training-free detector on the part's templates: the coarse stage's own when it is templates, else the
+    model store's (built now if there are none)."""
+    from posekit.estimate.choose import Choice, build_store_templates, find_coarse
+    from posekit.methods.detect import TemplateDetector
+    from posekit.methods.templates import TemplateWorkspace, load_workspace
+
+    if not isinstance(coarse, TemplateWorkspace):
+        path, choice = find_coarse(obj, None, "templates")
+        if path is None:
+            typer.echo("posekit: no templates of this part yet: building them for the detector (no training) ...",
+                       err=True)
+            path, choice = build_store_templates(obj, device=device)
+        choices.append(Choice("detect", f"templates for the detector: {choice.what}"))
+        coarse = load_workspace(path, device=device, model=obj)
+    return TemplateDetector({1: coarse}, {1: obj})
 
 
 def _write_overlay(path: Path, rgb, cam, obj, estimates, strip: bool = False, detections=None) -> None:
@@ -307,8 +346,6 @@ def _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k
 
     if out is None:
         raise InputError("--out results.csv is required with --dataset")
-    if boxes == "detector" and detector is None:
-        raise InputError("--boxes detector needs --detector WORKSPACE (from `posekit train regress`)")
     if detector is not None and boxes != "detector":
         raise InputError("--detector is used with --boxes detector")
     regress_only = method == "regress" and model_dir is None and detector is not None
@@ -344,6 +381,16 @@ def _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k
         coarse[obj_id] = load_coarse(ws, method, device=device, model=models[obj_id])
     if not coarse:
         raise InputError(f"{model_dir or detector}: no workspace (obj_XXXXXX) for any target object of {dataset}")
+    if boxes == "detector" and det_ws is None:  # no trained detector: the training-free one on the templates
+        from posekit.methods.detect import TemplateDetector
+        from posekit.methods.templates import TemplateWorkspace
+
+        not_templates = [o for o, ws in coarse.items() if not isinstance(ws, TemplateWorkspace)]
+        if not_templates:
+            raise InputError(f"--boxes detector without --detector finds the parts with their templates, but "
+                             f"{model_dir} holds no templates of object(s) {not_templates}: give --detector "
+                             "WORKSPACE or a --model-dir of templates")
+        det_ws = TemplateDetector(coarse, models)
     tgts = [t for t in tgts if t.obj_id in coarse]
     detections = None
     if boxes not in BOX_SOURCES:
@@ -359,7 +406,8 @@ def _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k
         raise InputError("--score and --polish need a refiner: --refiner WORKSPACE")
     estimator = PoseEstimator(models, coarse=coarse, refiner=refiner, detector=det_ws,
                               config=EstimatorConfig(top_k=top_k, refine_iters=iters, polish_steps=polish,
-                                                     refine_score=score, det_score=det_score, det_top_k=det_top_k))
+                                                     refine_score=score, det_score=det_score,
+                                                     det_top_k=det_top_k or None))
     found: list = []
     try:
         results = estimate_dataset(estimator, ds, tgts, split=split, boxes=boxes, detections=detections, found=found)

@@ -52,7 +52,7 @@ class EstimatorConfig:
     refine_iters: int = 4
     refine_score: str | None = None  # "mask" | "edges" | "features": keep the best-scored refiner iterate, not the last
     polish_steps: int = 0
-    det_score: float = 0.5  # detect stage: the least detector score kept
+    det_score: float | None = None  # detect stage: the least detector score kept (None: the detector's own default)
     det_top_k: int | None = None  # detect stage: at most this many detections per object (None: all)
 
 
@@ -85,12 +85,17 @@ class PoseEstimator:
 
     # ------------------------------------------------------------------ stages
     def detect(self, obs: Observation) -> list[Detection]:
-        """The detector's boxes (with masks and regressed poses) of this estimator's objects, best first."""
+        """The detector's boxes of this estimator's objects, best first per object, with the pose each detection
+        implies (the trained regressor's regressed pose, the template detector's best template) and the trained
+        detector's masks. The detector is either :class:`~posekit.methods.detect.TemplateDetector` (no training)
+        or a `posekit train regress` workspace; both have ``label_of(model)`` and ``detect(image, camera,
+        score_thresh, top_k, labels)``."""
         if self.detector is None:
-            raise InputError("no detector: give boxes, or a detector workspace from `posekit train regress`")
+            raise InputError("no detector: give boxes, the part's templates (the training-free detector) or a "
+                             "detector workspace from `posekit train regress`")
         labels = {self.detector.label_of(m): obj_id for obj_id, m in self.models.items()}
-        dets = self.detector.detect(obs.image, obs.camera, score_thresh=self.config.det_score,
-                                    top_k=self.config.det_top_k, labels=labels)
+        thresh = {} if self.config.det_score is None else {"score_thresh": self.config.det_score}
+        dets = self.detector.detect(obs.image, obs.camera, top_k=self.config.det_top_k, labels=labels, **thresh)
         return [Detection(d.obj_id, d.bbox, d.score, pose=(d.R, d.t), mask=d.mask) for d in dets]
 
     def coarse(self, obs: Observation, detections: Sequence[Detection]) -> list[PoseEstimate]:

@@ -119,3 +119,14 @@ def turned_crops(
     out = sample_windows(stack.unsqueeze(0).expand(A, -1, -1, -1), theta, size, supersample=k)
     ext = out[:, 4:] if extra is not None else None
     return out[:, :3], out[:, 3:4], ext, sides, -centres
+
+
+def box_iou(a, b) -> float:
+    """IoU of two BOP boxes [x, y, w, h]."""
+    ax0, ay0, aw, ah = (float(v) for v in a)
+    bx0, by0, bw, bh = (float(v) for v in b)
+    iw = max(0.0, min(ax0 + aw, bx0 + bw) - max(ax0, bx0))
+    ih = max(0.0, min(ay0 + ah, by0 + bh) - max(ay0, by0))
+    inter = iw * ih
+    union = aw * ah + bw * bh - inter
+    return inter / union if union > 0 else 0.0

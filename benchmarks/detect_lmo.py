@@ -1,0 +1,253 @@
+"""Finding the part with no box: the training-free template detector on real LM-O images (lmo-dev).
+
+    python benchmarks/detect_lmo.py run --templates TPL_DIR --out RUN.json [--images N] [--objects 1,5,...]
+                                        [--config KEY=VALUE,...]
+    python benchmarks/detect_lmo.py eval RUN.json [--score cosine|contrast|proposal] [--top K]
+                                        [--detections-out DETS.json]
+    python benchmarks/detect_lmo.py crosscheck DETS.json --bop-toolkit BOP_TOOLKIT_DIR
+
+``run``: every lmo-dev image (or the first N) through :class:`posekit.methods.detect.TemplateDetector` with the
+template workspaces ``TPL_DIR/obj_XXXXXX`` (benchmarks/templates_lmo.py builds them); keeps every verified hit with
+all its scores and the seconds per image (maps, each part), resumable image by image.
+``eval``: per object and mean, recall@IoU 0.5 of the top-1 box per target (visib_fract >= 0.5 and >= 0.1; amodal
+boxes), the recall of any kept hit (what ranking could reach), and COCO AP@[.5:.95] as bop_toolkit computes it
+(:mod:`posekit.eval.detection`); ``--detections-out`` writes the ranked hits as a BOP'22 detections file, e.g. for
+bop_toolkit's own ``scripts/eval_bop22_coco.py`` (the cross-check in docs/benchmarks.md).
+Data from ../shared/data/lmo-dev (or $POSEKIT_DATA/lmo-dev); nothing derived from it enters the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+from _common import lmo_dev, torch_threads  # benchmarks/ is on sys.path
+
+NAMES = {1: "ape", 5: "can", 6: "cat", 8: "driller", 9: "duck", 10: "eggbox", 11: "glue", 12: "holepuncher"}
+
+
+def parse_config(text: str | None):
+    from posekit.methods.detect import DetectorConfig
+
+    kw = {}
+    types = {f.name: f.type for f in fields(DetectorConfig)}
+    for item in filter(None, (text or "").split(",")):
+        key, value = item.split("=", 1)
+        if key not in types:
+            raise SystemExit(f"unknown detector setting {key!r}; one of {', '.join(types)}")
+        if key == "depth_range":
+            kw[key] = tuple(float(v) for v in value.split(":"))
+        elif "int" in str(types[key]):
+            kw[key] = int(value)
+        elif "float" in str(types[key]):
+            kw[key] = float(value)
+        else:
+            kw[key] = value
+    return DetectorConfig(**kw)
+
+
+def cmd_run(args) -> None:
+    import torch
+
+    from posekit.data.bop import BopDataset
+    from posekit.methods.detect import TemplateDetector
+    from posekit.methods.templates import load_workspace
+
+    torch_threads()
+    ds = BopDataset(lmo_dev())
+    objects = [int(o) for o in args.objects.split(",")]
+    config = parse_config(args.config)
+    models = {o: ds.load_model(o) for o in objects}
+    wss = {o: load_workspace(Path(args.templates) / f"obj_{o:06d}", model=models[o]) for o in objects}
+    det = TemplateDetector(wss, models, config)
+    out = Path(args.out)
+    run = json.loads(out.read_text()) if out.is_file() else {
+        "config": {f.name: getattr(config, f.name) for f in fields(config)}, "objects": objects, "images": {},
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "torch_threads": torch.get_num_threads()}}
+    frames = sorted(ds.frames("test"), key=lambda f: (f.scene_id, f.im_id))
+    if args.images:
+        frames = frames[: args.images]
+    from tqdm import tqdm
+
+    for fr in tqdm(frames, desc="detect", unit="image", file=sys.stderr):
+        key = f"{fr.scene_id}/{fr.im_id}"
+        if key in run["images"]:
+            continue
+        start = time.perf_counter()
+        hits, times = det.find(fr.rgb(), fr.camera, objects)
+        times["total"] = time.perf_counter() - start
+        run["images"][key] = {"times": times, "hits": [
+            {"obj_id": h.obj_id, "bbox": [round(v, 2) for v in h.bbox], "scores": h.scores,
+             "window": [round(v, 2) for v in h.window]} for h in hits]}
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(run))
+        tmp.replace(out)
+
+
+class _Det:
+    def __init__(self, bbox, score):
+        self.bbox, self.score = bbox, score
+
+
+def detections_of(run: dict, score: str, top: int) -> dict:
+    out: dict = {}
+    for key, rec in run["images"].items():
+        scene_id, im_id = (int(v) for v in key.split("/"))
+        for h in rec["hits"]:
+            out.setdefault((scene_id, im_id, h["obj_id"]), []).append(_Det(h["bbox"], h["scores"][score]))
+    for k, v in out.items():
+        out[k] = sorted(v, key=lambda d: -d.score)[:top]
+    return out
+
+
+def cmd_eval(args) -> None:
+    from posekit.data.bop import BopDataset
+    from posekit.eval.detection import coco_ap, ground_truth, top1_recall
+
+    ds = BopDataset(lmo_dev())
+    run = json.loads(Path(args.run).read_text())
+    objects = run["objects"]
+    keys = {tuple(int(v) for v in k.split("/")) for k in run["images"]}
+    targets = [t for t in ds.targets() if (t.scene_id, t.im_id) in keys and t.obj_id in objects]
+    gt = ground_truth(ds, targets)
+    gt = {k: [r for r in rows if r[0] in objects] for k, rows in gt.items()}
+    dets = detections_of(run, args.score, args.top)
+    r50 = top1_recall(gt, dets, 0.5)
+    r10 = top1_recall(gt, dets, 0.1)
+    ap = coco_ap(gt, dets, objects)
+    times = [rec["times"]["total"] for rec in run["images"].values()]
+    print(f"{len(run['images'])} images, {len(targets)} targets, score {args.score}, top {args.top} per object "
+          f"and image; config {run['config']}")
+    print("| object | recall@0.5 (visib>=0.5) | (visib>=0.1) | any hit (visib>=0.5) | AP |")
+    print("|---|---|---|---|---|")
+    for o in objects:
+        f5, n5 = r50.get(o, (0, 0))
+        f1, n1 = r10.get(o, (0, 0))
+        fa, na = _any(gt, run, o, args.score)
+        print(f"| {NAMES.get(o, o)} | {f5}/{n5} = {f5 / max(n5, 1):.1%} | {f1 / max(n1, 1):.1%} | "
+              f"{fa / max(na, 1):.1%} | {ap['per_object'].get(o, float('nan')):.3f} |")
+    F5 = sum(v[0] for v in r50.values()) / max(1, sum(v[1] for v in r50.values()))
+    F1 = sum(v[0] for v in r10.values()) / max(1, sum(v[1] for v in r10.values()))
+    m5 = np.mean([v[0] / v[1] for v in r50.values() if v[1]])
+    print(f"| all targets (mean over objects) | {F5:.1%} ({m5:.1%}) | {F1:.1%} | | AP {ap['AP']:.3f}, AP50 "
+          f"{ap['AP50']:.3f}, AP75 {ap['AP75']:.3f} |")
+    print(f"time per image: median {np.median(times):.2f} s (all {len(objects)} objects), "
+          f"{np.median(times) / len(objects):.2f} s per part; machine {run.get('machine')}")
+    if args.detections_out:
+        from posekit.estimate.batch import write_detections
+        from posekit.estimate.pipeline import Detection
+
+        rows = []
+        for (scene_id, im_id, obj_id), ds_ in sorted(dets.items()):
+            t = run["images"][f"{scene_id}/{im_id}"]["times"]["total"]
+            rows += [(scene_id, im_id, Detection(obj_id, tuple(d.bbox), d.score), t) for d in ds_]
+        write_detections(args.detections_out, rows)
+        print(f"wrote {args.detections_out}")
+
+
+def _any(gt: dict, run: dict, obj_id: int, score: str) -> tuple[int, int]:
+    """Targets (visib >= 0.5) of one object that any of its kept hits finds at IoU >= 0.5."""
+    from posekit.geometry.boxcrop import box_iou
+
+    found = n = 0
+    for (scene_id, im_id), rows in gt.items():
+        hits = [h for h in run["images"][f"{scene_id}/{im_id}"]["hits"] if h["obj_id"] == obj_id]
+        for o, box, visib, _ in rows:
+            if o != obj_id or visib < 0.5:
+                continue
+            n += 1
+            found += any(box_iou(h["bbox"], box) >= 0.5 for h in hits)
+    return found, n
+
+
+def cmd_crosscheck(args) -> None:
+    """AP of a detections file by posekit.eval.detection and by bop_toolkit's own scripts/eval_bop22_coco.py."""
+    import subprocess
+    import tempfile
+
+    from posekit.data.bop import BopDataset
+    from posekit.estimate.batch import read_detections
+    from posekit.eval.detection import coco_ap, ground_truth
+
+    data = lmo_dev()
+    ds = BopDataset(data)
+    dets = read_detections(args.detections)
+    keys = {(s, i) for s, i, _ in dets}
+    targets = [t for t in ds.targets() if (t.scene_id, t.im_id) in keys]
+    gt = ground_truth(ds, targets)
+    ours = coco_ap(gt, dets)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        lmo = root / "bop" / "lmo"
+        (lmo / "test").mkdir(parents=True)
+        for name in ("camera.json", "models", "models_eval"):
+            (lmo / name).symlink_to(data / name)
+        (lmo / "test_targets_bop19.json").write_text(json.dumps([t.to_json() for t in targets]))
+        for scene_id in sorted({s for s, _ in keys}):
+            src, dst = data / "test" / f"{scene_id:06d}", lmo / "test" / f"{scene_id:06d}"
+            dst.mkdir()
+            for name in ("rgb", "scene_gt.json", "scene_gt_info.json", "scene_camera.json"):
+                (dst / name).symlink_to(src / name)
+            # scene_gt_coco.json as calc_gt_coco.py writes it (amodal), from the boxes posekit's ground truth uses
+            images, anns = [], []
+            for (s, i), rows in sorted(gt.items()):
+                if s != scene_id:
+                    continue
+                images.append({"id": i, "file_name": f"rgb/{i:06d}.png", "width": 640, "height": 480})
+                for obj_id, box, visib, px in rows:
+                    anns.append({"id": len(anns), "image_id": i, "category_id": obj_id, "iscrowd": 0, "area": px,
+                                 "bbox": list(box), "segmentation": {}, "ignore": visib < 0.1})
+            cats = [{"id": o, "name": str(o), "supercategory": "lmo"} for o in sorted(ds.obj_ids)]
+            (dst / "scene_gt_coco.json").write_text(json.dumps({"images": images, "annotations": anns,
+                                                                "categories": cats}))
+        results = root / "results"
+        results.mkdir()
+        (results / "posekit_lmo-test.json").write_text(Path(args.detections).read_text())
+        env = dict(os.environ, BOP_PATH=str(root / "bop"), BOP_RESULTS_PATH=str(results),
+                   BOP_EVAL_PATH=str(root / "eval"),
+                   PYTHONPATH=os.pathsep.join(filter(None, [args.pycocotools, str(args.bop_toolkit)])))
+        subprocess.run([sys.executable, str(Path(args.bop_toolkit) / "scripts" / "eval_bop22_coco.py"),
+                        "--result_filenames", "posekit_lmo-test.json", "--ann_type", "bbox", "--bbox_type", "amodal"],
+                       env=env, check=True, capture_output=not args.verbose)
+        theirs = json.loads((root / "eval" / "posekit_lmo-test" / "scores_bop22_coco_bbox.json").read_text())
+    print("| figure | posekit.eval.detection | bop_toolkit eval_bop22_coco.py |")
+    print("|---|---|---|")
+    for k in ("AP", "AP50", "AP75", "AR1", "AR10", "AR100"):
+        print(f"| {k} | {ours[k]:.4f} | {theirs[k]:.4f} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--templates", required=True)
+    r.add_argument("--out", required=True)
+    r.add_argument("--images", type=int, default=0)
+    r.add_argument("--objects", default="1,5,6,8,9,10,11,12")
+    r.add_argument("--config", default="")
+    e = sub.add_parser("eval")
+    e.add_argument("run")
+    e.add_argument("--score", default="cosine")
+    e.add_argument("--top", type=int, default=3)
+    e.add_argument("--detections-out")
+    c = sub.add_parser("crosscheck")
+    c.add_argument("detections")
+    c.add_argument("--bop-toolkit", required=True, help="a bop_toolkit checkout (with pycocotools, pypng, imageio, "
+                   "scikit-image installed)")
+    c.add_argument("--pycocotools", help="a folder holding bop_toolkit's fork of pycocotools (its eval_coco extra), "
+                   "put first on the script's path")
+    c.add_argument("--verbose", action="store_true")
+    args = ap.parse_args()
+    {"run": cmd_run, "eval": cmd_eval, "crosscheck": cmd_crosscheck}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
