@@ -60,7 +60,7 @@ def test_cli_estimate_with_templates_matches_the_library_and_keeps_top_k(part, t
     out = tmp_path / "pose.json"
     bbox = ",".join(str(int(v)) for v in box)
     r = posekit_run("estimate", image, "--cad", PART, "--model", tpl_ws, "--K", K_OPT, "--bbox", bbox,
-                    "--top-k", "3", "--json", out)
+                    "--top-k", "3", "--refine", "none", "--json", out)
     assert r.returncode == 0, r.stderr
     pose = json.loads(out.read_text())["poses"][0]
     from posekit.methods.templates import load_workspace

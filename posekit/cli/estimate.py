@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
+import time
 from pathlib import Path
 
 import typer
@@ -14,6 +16,12 @@ from posekit.errors import InputError, PosekitError
 
 class NotFound(PosekitError):
     """The detector found nothing: exit code 1 (the input was fine, the part is not seen)."""
+
+    exit_code = 1
+
+
+class PoseFailed(PosekitError):
+    """A pose came out implausible (behind the camera, or too far for the part to be seen): exit code 1."""
 
     exit_code = 1
 
@@ -146,22 +154,32 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
     from posekit.estimate.choose import (
         Choice,
         Missing,
+        auto_depth_sweep,
         build_store_templates,
         find_coarse,
         find_detector,
         find_refiner,
         missing_message,
+        with_depth_sweep,
     )
-    from posekit.estimate.pipeline import Detection, EstimatorConfig, PoseEstimator, estimate_to_json
+    from posekit.estimate.pipeline import (
+        Detection,
+        EstimatorConfig,
+        PoseEstimator,
+        describe,
+        estimate_to_json,
+    )
 
     if image is None:
         raise InputError("give an IMAGE (or --dataset DIR for dataset mode)")
     if cad is None:
         raise InputError("--cad is required: the object's CAD file")
-    rgb = inputs.load_image(image)
+    started = time.perf_counter()
+    loaded = inputs.read_image(image)
+    rgb = loaded.rgb
     obj = load_model(cad, units=units, obj_id=1, center=center)
     missing: list[Missing] = []
-    cam, cam_source = inputs.find_camera(rgb, image, camera, K)
+    cam, cam_source = inputs.find_camera(loaded, image, camera, K)
     if cam is None:
         missing.append(Missing("the camera intrinsics", f"--K fx,fy,cx,cy, --camera camera.json, or a camera.json "
                                f"(fx, fy, cx, cy, width, height) beside the image ({cam_source})"))
@@ -177,7 +195,7 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
         raise InputError("--detector finds the part where no --bbox (or --init) is given: give one or the other")
     target_mask = inputs.load_mask(mask, cam) if mask is not None and cam is not None else None
     init_est = None
-    choices = [] if cam is None else [Choice("camera", cam_source)]
+    choices = [Choice("image", loaded.describe())] + ([] if cam is None else [Choice("camera", cam_source)])
     if detector_path is not None:
         choices.append(det_choice)
     coarse_path, build_templates_now = None, False
@@ -219,6 +237,9 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
         typer.echo("posekit: no coarse model for this part yet: building its templates (no training) ...", err=True)
         coarse_path, choice = build_store_templates(obj, device=device)
         choices.append(choice)
+    depth_sweep = depth_sweep or auto_depth_sweep(refine, refine_kind, iters, score)
+    if depth_sweep and refine_kind == "features":
+        refine_choice = with_depth_sweep(refine_choice)
     choices.append(refine_choice)
     coarse = {}
     if init_est is None:
@@ -249,20 +270,33 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
         write_detections(detections_out, [(0, im_id if im_id is not None else 0, d, results[0].timings.get("detect", 0.0)
                                            if results else 0.0) for d in found.detections])
         typer.echo(f"wrote {detections_out}", err=True)
-    record = {"image": str(image), "cad": str(cad), "camera": {"K": cam.K.tolist(), "width": cam.width,
-              "height": cam.height}, "chosen": {c.stage: c.what for c in choices},
+    run = {**describe(estimator), "command": shlex.join(["posekit", *sys.argv[1:]]), "cad_units": obj.units_note,
+           "wall_s": time.perf_counter() - started}
+    record = {"image": str(image), "image_read": loaded.record(), "cad": str(cad),
+              "camera": {"K": cam.K.tolist(), "width": cam.width, "height": cam.height},
+              "chosen": {c.stage: c.what for c in choices}, "run": run,
               "poses": [estimate_to_json(e) for e in results]}
+    failed = [(i, e.failed) for i, e in enumerate(results) if e.failed]
     if json_out is not None:
         _write_json_atomic(json_out, record)
-        typer.echo(f"wrote {json_out}", err=True)
+        if not failed:
+            typer.echo(f"wrote {json_out}", err=True)
     else:
         typer.echo(json.dumps(record, indent=2))
-    if overlay is not None:
-        _write_overlay(overlay, rgb, cam, obj, results, detections=found.detections if det_ws else None)
-        typer.echo(f"wrote {overlay}", err=True)
-    if strip is not None:
-        _write_overlay(strip, rgb, cam, obj, results, strip=True)
-        typer.echo(f"wrote {strip}", err=True)
+    drawn = [e for e in results if not e.failed]
+    if overlay is not None and drawn:
+        _write_overlay(overlay, rgb, cam, obj, drawn, detections=found.detections if det_ws else None)
+        if not failed:
+            typer.echo(f"wrote {overlay}", err=True)
+    if strip is not None and drawn:
+        _write_overlay(strip, rgb, cam, obj, drawn, strip=True)
+        if not failed:
+            typer.echo(f"wrote {strip}", err=True)
+    if failed:
+        i, why = failed[0]
+        where = f" (marked \"failed\" in {json_out})" if json_out is not None else ""
+        raise PoseFailed(f"{image}: pose {i + 1} of {len(results)} failed: {why}{where}"
+                         + (f"; {len(failed) - 1} more failed" if len(failed) > 1 else ""))
 
 
 def _write_overlay(path: Path, rgb, cam, obj, estimates, strip: bool = False, detections=None) -> None:
