@@ -69,7 +69,9 @@ def estimate(
     center: bool = typer.Option(False, "--center", help=CENTER_HELP),
     model: Path | None = typer.Option(None, "--model", help="Coarse-stage workspace: `posekit train templates` (no training) or `posekit train aae`."),
     bbox: list[str] | None = typer.Option(None, "--bbox", help="Detection box x,y,w,h in pixels; repeat it for several instances of the part (estimated and refined as one batch)."),
-    camera: Path | None = typer.Option(None, "--camera", help="camera.json (fx, fy, cx, cy[, width, height]) or a file with cam_K."),
+    camera: Path | None = typer.Option(None, "--camera", help="A camera JSON: K (3x3), cam_K (9 numbers) or fx, fy, cx, "
+                                       "cy, with width, height; a `posekit estimate --json` output; or a BOP "
+                                       "scene_camera.json."),
     K: str | None = typer.Option(None, "--K", help="Intrinsics fx,fy,cx,cy (instead of --camera)."),
     method: str = typer.Option("auto", "--method", help="Coarse method: templates, aae, regress (the detector's own regressed poses), or auto (what the --model workspace holds)."),
     detector: Path | None = typer.Option(None, "--detector", help="Detector workspace from `posekit train regress`: finds the part when no --bbox is given (default: one from the model store)."),
@@ -78,8 +80,9 @@ def estimate(
     detections_out: Path | None = typer.Option(None, "--detections-out", help="Write the detections used as a BOP'22 detections JSON (scene_id, image_id, category_id, bbox, score, time)."),
     top_k: int = typer.Option(1, "--top-k", min=1, help="Hypotheses to report (templates / codebook neighbours): the best is the pose, the others are listed as alternatives in the JSON."),
     refine: str = typer.Option("auto", "--refine", help="Refiner: auto (the --refiner, else one from the model store "
-                               "that covers the part, else none), none, deepim, or features (search on pretrained "
-                               "features, no training)."),
+                               "that covers the part, else features with its depth sweep, the best measured on real "
+                               "photos; in dataset mode: the --refiner, else none), none, deepim, or features (search "
+                               "on pretrained features, no training)."),
     refiner_ws: Path | None = typer.Option(None, "--refiner", help="Refiner workspace from `posekit train refine`."),
     iters: int = typer.Option(4, "--iters", min=0, help="Refiner iterations."),
     polish: int = typer.Option(0, "--polish", min=0, help="Gradient steps on the pose through PyTorch3D after refinement: towards the predicted (or --mask) silhouette after --refine deepim, by feature-metric alignment (plus --mask) after --refine features."),
