@@ -337,3 +337,35 @@ def test_implausible_poses_are_named_and_plausible_ones_pass():
     assert "inside the part" in problem([0, 0, 30])
     assert "would span 1.0 px" in problem([-8868, 11952, 56263])  # the issue's pose from a 1x1 box
     assert "not finite" in problem([0, 0, np.nan])
+
+
+def test_the_pipeline_marks_poses_reliable_by_the_measured_threshold_and_failed_by_depth():
+    """PoseEstimator.run: a templates pose scored at or above RELIABLE_SCORE["templates"] is reliable, one below is
+    not; one the box puts 60 m away (the part under 8 px) is failed; another method's pose has no threshold."""
+    from posekit.data.types import Observation, PoseEstimate
+    from posekit.estimate.pipeline import RELIABLE_SCORE, Detection, PoseEstimator
+
+    threshold = RELIABLE_SCORE["templates"]
+
+    class Part:
+        diameter, mesh_hash = 100.0, "part"
+
+    class Stub:  # a coarse stage whose scores and depths are given
+        def __init__(self, method_name, poses):
+            self.method_name, self.poses = method_name, poses
+
+        def check_mesh(self, model):
+            pass
+
+        def estimate(self, image, camera, boxes, obj_id, top_k=1, correct_perspective=True):
+            return [[PoseEstimate(obj_id, np.eye(3), [0, 0, z], score=s)] for z, s in self.poses[: len(boxes)]]
+
+    cam = Camera.from_fxfycxcy(572.4, 573.6, 325.3, 242.0, 640, 480)
+    obs = Observation(np.zeros((480, 640, 3), np.uint8), cam)
+    boxes = [Detection(1, (10.0, 10.0, 50.0, 50.0))] * 3
+    poses = [(800.0, threshold), (800.0, threshold - 0.01), (60000.0, 0.9)]
+    got = PoseEstimator({1: Part()}, coarse={1: Stub("templates", poses)}).run(obs, boxes).estimates
+    assert [e.reliable for e in got] == [True, False, False]
+    assert [e.failed is None for e in got] == [True, True, False] and "span" in got[2].failed
+    (aae,) = PoseEstimator({1: Part()}, coarse={1: Stub("aae", poses)}).run(obs, boxes[:1]).estimates
+    assert aae.reliable is None and aae.failed is None
