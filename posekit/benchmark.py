@@ -3,11 +3,12 @@
 :func:`run_benchmark` prepares each object's coarse stage (the model store's, or templates built into it now),
 estimates every target with the chosen boxes, evaluates, and writes a report folder:
 
-    OUT/benchmark.json        what was run (dataset, objects, method, boxes, refine, workspaces)
+    OUT/benchmark.json        what was run (dataset, objects, method, boxes, refine), each object's wall seconds
     OUT/results/obj_XXXXXX.csv  the BOP results of each object (an object already there is not run again)
     OUT/results.csv           all of them, for `posekit eval` and the BOP toolkit
     OUT/eval.json, OUT/recall_curves.png
-    OUT/summary.md            the per-object table, the anchors, the pictures
+    OUT/summary.md            the command line, the machine, the per-object table (recalls, median rotation /
+                              translation errors, time per target), wall time, the anchors, the pictures
     OUT/sheet_obj_XXXXXX.png  best, median and worst estimates of each object (by ADD(-S) in diameters)
 
 A run is resumable: a killed run is continued by the same command; a different setting into the same OUT is
@@ -100,6 +101,47 @@ def _errors(ds, ests, obj_id: int, split: str) -> list[tuple[float, object, obje
     return out
 
 
+def pose_errors(ds, errs, obj_id: int) -> tuple[list[float], list[float]]:
+    """Rotation errors (degrees; the least over the object's symmetries) and translation errors (mm) of
+    (error, estimate, gt) triples from :func:`_errors`."""
+    from posekit.data.bop import symmetry_transforms_from_info
+    from posekit.eval.metrics import rotation_error, translation_error
+
+    syms = symmetry_transforms_from_info(ds.models_info[obj_id])[:, :3, :3]
+    rot = [float(np.min([rotation_error(e.R, g.R @ S) for S in syms])) for _, e, g in errs]
+    return rot, [float(translation_error(e.t, g.t)) for _, e, g in errs]
+
+
+def _median(values: list[float]) -> float:
+    return float(np.median(values)) if values else float("nan")
+
+
+def seconds_per_target(ests) -> float:
+    """Estimation seconds per target: each image's time (BOP's results give every estimate of an image the image's
+    time) counted once, over the estimates."""
+    if not ests:
+        return float("nan")
+    per_image = {(e.scene_id, e.im_id): float(e.time) for e in ests}
+    return sum(per_image.values()) / len(ests)
+
+
+def machine() -> str:
+    """The machine a run measured its times on: CPU model, cores, torch's threads, the GPU when one is used."""
+    import os
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} threads{gpu}"
+
+
 def _sheet(ds, obj_id: int, picks, path: Path, split: str) -> Path:
     """Best, median and worst estimates side by side: each a crop of the image with the estimate drawn."""
     from PIL import Image
@@ -124,8 +166,21 @@ def _sheet(ds, obj_id: int, picks, path: Path, split: str) -> Path:
     return save_image_atomic(path, np.concatenate(tiles, axis=1))
 
 
-def run_benchmark(spec: BenchmarkSpec, out: str | Path, device: str = "auto", progress: bool = True) -> Path:
-    """Run ``spec`` into the report folder ``out`` (see the module docstring); returns summary.md."""
+def spec_command(spec: BenchmarkSpec) -> str:
+    """The `posekit benchmark` command line that runs ``spec``."""
+    objects = f" --objects {','.join(map(str, spec.objects))}" if spec.objects else ""
+    return (f"posekit benchmark --dataset {spec.dataset}{objects} --method {spec.method} --boxes {spec.boxes} "
+            f"--refine {spec.refine}{f' --iters {spec.iters}' if spec.refine != 'none' else ''}"
+            f"{' --depth-sweep' if spec.depth_sweep else ''} --split {spec.split}")
+
+
+def run_benchmark(spec: BenchmarkSpec, out: str | Path, device: str = "auto", progress: bool = True,
+                  command: str | None = None) -> Path:
+    """Run ``spec`` into the report folder ``out`` (see the module docstring); returns summary.md. ``command``: the
+    command line to print in the summary (default: the one :func:`spec_command` writes)."""
+    import time
+
+    started = time.perf_counter()
     from posekit.data.bop import BopDataset
     from posekit.data.jsonio import write_json_atomic, write_text_atomic
     from posekit.data.results import read_results, write_results
@@ -144,7 +199,9 @@ def run_benchmark(spec: BenchmarkSpec, out: str | Path, device: str = "auto", pr
     if unknown:
         raise InputError(f"--objects {', '.join(map(str, unknown))}: no targets of such objects in {ds.root}")
     (out / "results").mkdir(parents=True, exist_ok=True)
-    write_json_atomic(_spec_file(out), {"spec": asdict(spec), "objects": objects})
+    # each object's wall seconds, kept across a resumed run's invocations
+    seconds = json.loads(_spec_file(out).read_text()).get("seconds", {}) if _spec_file(out).is_file() else {}
+    write_json_atomic(_spec_file(out), {"spec": asdict(spec), "objects": objects, "seconds": seconds})
     all_results = []
     workspaces = {}
     for obj_id in objects:
@@ -152,6 +209,7 @@ def run_benchmark(spec: BenchmarkSpec, out: str | Path, device: str = "auto", pr
         if res_file.is_file():  # done in an earlier run of this spec
             all_results += read_results(res_file)[0]
             continue
+        t_obj = time.perf_counter()
         model = ds.load_model(obj_id)
         path, coarse = _coarse_for(model, spec.method, device, progress)
         workspaces[obj_id] = str(path)
@@ -179,6 +237,8 @@ def run_benchmark(spec: BenchmarkSpec, out: str | Path, device: str = "auto", pr
         if not res:
             raise InputError(f"object {obj_id}: no estimate at all (no boxes of it with --boxes {spec.boxes})")
         write_results(res_file, res)
+        seconds[str(obj_id)] = time.perf_counter() - t_obj
+        write_json_atomic(_spec_file(out), {"spec": asdict(spec), "objects": objects, "seconds": seconds})
         all_results += res
         print(f"posekit: object {obj_id}: {len(res)} estimates", file=sys.stderr)
     results = write_results(out / "results.csv", all_results)
@@ -186,25 +246,40 @@ def run_benchmark(spec: BenchmarkSpec, out: str | Path, device: str = "auto", pr
     write_json(report, out / "eval.json")
     plot_curves(report, out / "recall_curves.png", dataset_name=ds.root.name)
     adds_per = report.metrics["add_s"].recall_per_object
-    lines = [f"# posekit benchmark: {ds.root.name}", "",
-             f"`posekit benchmark --dataset {spec.dataset} --method {spec.method} --boxes {spec.boxes} --refine "
-             f"{spec.refine}{' --depth-sweep' if spec.depth_sweep else ''}` over {report.n_targets} targets of objects {', '.join(map(str, objects))} "
-             f"({report.n_targets_without_estimate} without an estimate).", "",
-             "| object | targets | ADD(-S) 0.1d | AR_MSSD | AR_MSPD | best / median / worst |", "|---|---|---|---|---|---|"]
+    lines = [f"# posekit benchmark: {ds.root.name}", "", f"`{command or spec_command(spec)}`", "",
+             f"Over {report.n_targets} targets of objects {', '.join(map(str, objects))} "
+             f"({report.n_targets_without_estimate} without an estimate); machine: {machine()}.", "",
+             "| object | targets | ADD(-S) 0.1d | AR_MSSD | AR_MSPD | median rot. error (deg) | median transl. error (mm) "
+             "| s per target | best / median / worst |", "|---|---|---|---|---|---|---|---|---|"]
+    rot_all: list[float] = []
+    trans_all: list[float] = []
     for obj_id in objects:
-        errs = sorted(_errors(ds, [e for e in all_results if e.obj_id == obj_id], obj_id, spec.split), key=lambda x: x[0])
+        ests = [e for e in all_results if e.obj_id == obj_id]
+        errs = sorted(_errors(ds, ests, obj_id, spec.split), key=lambda x: x[0])
         sheet = ""
         if errs:
             picks = [("best", errs[0]), ("median", errs[len(errs) // 2]), ("worst", errs[-1])]
             sheet = f"![](sheet_obj_{obj_id:06d}.png)"
             _sheet(ds, obj_id, picks, out / f"sheet_obj_{obj_id:06d}.png", spec.split)
         ar = report.ar(obj_id)
+        rot, trans = pose_errors(ds, errs, obj_id)
+        rot_all += rot
+        trans_all += trans
         lines.append(f"| {obj_id} | {report.gt_count.get(obj_id, 0)} | {100 * adds_per[obj_id][-1]:.1f} % | "
-                     f"{ar['ar_mssd']:.3f} | {ar['ar_mspd']:.3f} | {sheet} |")
+                     f"{ar['ar_mssd']:.3f} | {ar['ar_mspd']:.3f} | {_median(rot):.1f} | {_median(trans):.1f} | "
+                     f"{seconds_per_target(ests):.3f} | {sheet} |")
     ar = report.ar()
+    wall = sum(float(v) for k, v in seconds.items() if int(k) in objects)
     lines += [f"| **all** | {report.n_targets} | **{100 * report.metrics['add_s'].recall[-1]:.1f} %** | "
-              f"**{ar['ar_mssd']:.3f}** | **{ar['ar_mspd']:.3f}** | |", "",
+              f"**{ar['ar_mssd']:.3f}** | **{ar['ar_mspd']:.3f}** | **{_median(rot_all):.1f}** | **{_median(trans_all):.1f}** | "
+              f"**{seconds_per_target(all_results):.3f}** | |", "",
+              f"Wall time: {wall:.0f} s to prepare and estimate the objects (their coarse stage loaded or built, "
+              f"every target estimated; summed over the runs that made them) and {time.perf_counter() - started:.0f} s "
+              "for this invocation, evaluation and report included.", "",
               "AR values are fractions (BOP'19: MSSD and MSPD averaged over their thresholds; VSD needs depth). "
-              "Sheets: the estimate drawn on the image, cropped around the object; the number is its ADD(-S) "
-              "error in diameters.", "", ANCHORS, "", "![recall curves](recall_curves.png)", ""]
+              "Rotation error: the least over the object's symmetries; translation error: the distance of the "
+              "estimated from the true position (mm), against the nearest instance. s per target: the estimation "
+              "time of each image (crop, coarse stage, refinement; not the loading) over its targets. Sheets: the "
+              "estimate drawn on the image, cropped around the object; the number is its ADD(-S) error in "
+              "diameters.", "", ANCHORS, "", "![recall curves](recall_curves.png)", ""]
     return write_text_atomic(out / "summary.md", "\n".join(lines))

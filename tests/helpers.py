@@ -43,3 +43,34 @@ def rendered_scenes(part, n: int, seed: int):
     return out
 
 
+
+
+def write_png16(path, samples: np.ndarray) -> None:
+    """A 16-bit PNG of ``samples`` (H, W) grey or (H, W, 3) RGB, uint16; Pillow cannot write 16-bit RGB. Rows use
+    the None, Sub and Up filters in turn, so a reader's unfiltering is exercised."""
+    import struct
+    import zlib
+
+    a = np.asarray(samples, dtype=np.uint16)
+    h, w = a.shape[:2]
+    bpp = 6 if a.ndim == 3 else 2
+    rows, prev = [], np.zeros(w * bpp, np.int64)
+    for i in range(h):
+        b = np.frombuffer(a[i].astype(">u2").tobytes(), np.uint8).astype(np.int64)
+        kind = i % 3
+        if kind == 1:
+            b_f = b.copy()
+            b_f[bpp:] = b[bpp:] - b[:-bpp]
+        elif kind == 2:
+            b_f = b - prev
+        else:
+            b_f = b
+        rows.append(bytes([kind]) + (b_f % 256).astype(np.uint8).tobytes())
+        prev = b
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", w, h, 16, 2 if a.ndim == 3 else 0, 0, 0, 0)
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"".join(rows)))
+                           + chunk(b"IEND", b""))

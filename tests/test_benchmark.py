@@ -28,6 +28,17 @@ def test_benchmark_on_a_small_bop_folder_writes_the_report_and_resumes(tmp_path)
     assert r.returncode == 0, r.stderr
     summary = (out / "summary.md").read_text()
     assert "| 1 |" in summary and "AR_MSSD" in summary and "Anchors" in summary
+    # the command that made it, the machine, errors in degrees and mm, time per target and wall time
+    assert f"`posekit benchmark --dataset {data} --out {out} --boxes gt-obj --split train_synt`" in summary
+    assert "cores, torch" in summary and "threads" in summary and "Wall time: " in summary
+    header = next(ln for ln in summary.splitlines() if ln.startswith("| object"))
+    row = next(ln for ln in summary.splitlines() if ln.startswith("| 1 |"))
+    cells = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in row.split("|")], strict=True))
+    rot, trans, per = (float(cells[k]) for k in ("median rot. error (deg)", "median transl. error (mm)",
+                                                  "s per target"))
+    # the tiny templates on rendered images: tens of degrees at most, a few per cent of the depth, a fraction of a s
+    assert 0 <= rot < 60 and 0 <= trans < 100 and 0 < per < 30, cells
+    assert float(json.loads((out / "benchmark.json").read_text())["seconds"]["1"]) > 0
     assert (out / "recall_curves.png").is_file() and (out / "sheet_obj_000001.png").is_file()
     report = json.loads((out / "eval.json").read_text())
     assert report["counts"]["targets"] >= 4 and report["counts"]["targets_without_estimate"] == 0

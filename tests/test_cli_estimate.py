@@ -40,11 +40,20 @@ def test_cli_writes_json_and_overlay(part, tiny_ws, tmp_path):
     image = tmp_path / "scene.png"
     Image.fromarray(img).save(image)
     out_json, overlay = tmp_path / "pose.json", tmp_path / "overlay.png"
-    r = _posekit("estimate", image, "--cad", PART, "--model", tiny_ws[0], "--K", K_OPT,
+    r = _posekit("estimate", image, "--cad", PART, "--model", tiny_ws[0], "--K", K_OPT, "--refine", "none",
                  "--bbox", ",".join(str(int(v)) for v in box), "--json", out_json, "--overlay", overlay)
     assert r.returncode == 0, r.stderr
     data = json.loads(out_json.read_text())
     pose = data["poses"][0]
+    # what ran, enough to run it again: the coarse workspace by content hash, no refinement, the version
+    run = data["run"]
+    import posekit
+
+    assert run["posekit"] == posekit.__version__ and run["refine"] is None and run["detect"] is None
+    coarse = run["coarse"]["objects"]["1"]
+    assert coarse["method"] == "aae" and coarse["workspace"] == str(tiny_ws[0]) and len(coarse["sha256"]) == 16
+    assert run["command"].startswith("posekit estimate") and "--refine none" in run["command"]
+    assert data["image_read"]["exif_orientation"] == 1 and pose["history"][0]["method"] == "aae"
     # The CLI is a thin layer: it gives exactly the library's pose for the same image, box and camera.
     from posekit.data.types import Observation
     from posekit.estimate.pipeline import Detection, PoseEstimator
@@ -79,8 +88,18 @@ def _bad(tmp_path, tiny_ws):
     one.write_text(json.dumps({"R": np.eye(3).tolist(), "t": [0, 0, 600]}))
     two = tmp_path / "two_poses.json"
     two.write_text(json.dumps({"poses": [{"R": np.eye(3).tolist(), "t": [0, 0, 600]}] * 2}))
+    typo = tmp_path / "typo_camera.json"
+    typo.write_text(json.dumps({"fx": 572.4, "fy": 573.6, "cx": 325.3, "cy": 242.0, "widht": 640, "height": 480}))
     return {
         "unreadable image": ([junk, "--cad", PART, "--model", ws, "--K", K_OPT, "--bbox", "1,1,9,9"], "junk.png"),
+        "image is a directory": ([tmp_path, "--cad", PART, "--model", ws, "--K", K_OPT, "--bbox", "10,10,50,50"],
+                                 "is a directory, not an image"),
+        "box of 1 px": ([img, "--cad", PART, "--model", ws, "--K", K_OPT, "--bbox", "235,364,1,1"],
+                        "a side of 1 px is too small"),
+        "box mostly outside": ([img, "--cad", PART, "--model", ws, "--K", K_OPT, "--bbox", "600,440,100,100"],
+                               "only 16 % of it lies inside"),
+        "misspelt camera key": ([img, "--cad", PART, "--model", ws, "--camera", typo, "--bbox", "10,10,50,50"],
+                                "unknown key(s) 'widht'"),
         "box outside": ([img, "--cad", PART, "--model", ws, "--K", K_OPT, "--bbox", "700,10,50,50"], "outside"),
         "no intrinsics": ([lone, "--cad", PART, "--model", ws, "--bbox", "10,10,50,50"], "intrinsics"),
         "other image size": ([small, "--cad", PART, "--model", ws, "--camera", cam, "--bbox", "10,10,50,50"],
@@ -101,7 +120,8 @@ def _bad(tmp_path, tiny_ws):
     }
 
 
-@pytest.mark.parametrize("case", ["unreadable image", "box outside", "no intrinsics", "other image size",
+@pytest.mark.parametrize("case", ["unreadable image", "image is a directory", "box of 1 px", "box mostly outside",
+                                  "misspelt camera key", "box outside", "no intrinsics", "other image size",
                                   "other mesh", "not a workspace", "unknown score", "score without refiner",
                                   "mask without polish", "mask of another size", "poses and boxes disagree"])
 def test_bad_input_one_line_exit_2_nothing_written(case, tiny_ws, tmp_path):
@@ -116,6 +136,52 @@ def test_bad_input_one_line_exit_2_nothing_written(case, tiny_ws, tmp_path):
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in r.stderr, r.stderr
     assert not out.exists()
+
+
+def test_exif_rotated_photo_and_the_estimate_json_as_camera_round_trip(part, tiny_ws, tmp_path):
+    """A photo stored sideways with EXIF Orientation 6 is estimated upright (the chosen-block and the JSON say so)
+    and gives the upright photo's pose; the JSON `estimate` writes is itself a camera file: `--camera out.json`
+    gives the same camera and pose."""
+    img, box, _R, _t = _scenes(part, 1, seed=3)[0]
+    upright, turned = tmp_path / "upright.png", tmp_path / "turned.png"
+    Image.fromarray(img).save(upright)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to view"
+    Image.fromarray(np.rot90(img)).save(turned, exif=exif.tobytes())  # stored 480x640
+    bbox = ",".join(str(int(v)) for v in box)
+    common = ["--cad", PART, "--model", tiny_ws[0], "--bbox", bbox, "--refine", "none"]
+    first, second, plain = tmp_path / "first.json", tmp_path / "second.json", tmp_path / "plain.json"
+    r = _posekit("estimate", turned, *common, "--K", K_OPT, "--json", first)
+    assert r.returncode == 0, r.stderr
+    assert "EXIF orientation 6 applied (stored 480x640)" in r.stderr
+    a = json.loads(first.read_text())
+    assert a["image_read"]["exif_orientation"] == 6 and a["image_read"]["stored_size"] == [480, 640]
+    assert _posekit("estimate", upright, *common, "--K", K_OPT, "--json", plain).returncode == 0
+    c = json.loads(plain.read_text())
+    assert np.allclose(a["poses"][0]["R"], c["poses"][0]["R"]) and np.allclose(a["poses"][0]["t"], c["poses"][0]["t"])
+    r = _posekit("estimate", turned, *common, "--camera", first, "--json", second)
+    assert r.returncode == 0, r.stderr
+    b = json.loads(second.read_text())
+    assert b["camera"] == a["camera"] and np.allclose(b["poses"][0]["R"], a["poses"][0]["R"])
+    assert np.allclose(b["poses"][0]["t"], a["poses"][0]["t"])
+
+
+def test_an_implausible_pose_is_reported_failed_exit_1(tmp_path):
+    """A pose 400 m away (the 13-cm part would span under a pixel) is not returned as a pose: the JSON marks it
+    failed and unreliable, one error line names why, exit 1, no overlay."""
+    image = tmp_path / "im.png"
+    Image.fromarray(np.zeros((480, 640, 3), np.uint8)).save(image)
+    far = tmp_path / "far.json"
+    far.write_text(json.dumps({"R": np.eye(3).tolist(), "t": [100.0, -50.0, 400000.0]}))
+    out, overlay = tmp_path / "out.json", tmp_path / "overlay.png"
+    r = _posekit("estimate", image, "--cad", PART, "--K", K_OPT, "--init", far, "--refine", "features", "--iters", 0,
+                 "--json", out, "--overlay", overlay)
+    assert r.returncode == 1, r.stderr
+    errors = [ln for ln in r.stderr.splitlines() if "error" in ln]
+    assert len(errors) == 1 and "pose 1 of 1 failed: implausible depth" in errors[0] and "Traceback" not in r.stderr
+    pose = json.loads(out.read_text())["poses"][0]
+    assert pose["failed"].startswith("implausible depth") and pose["reliable"] is False
+    assert not overlay.exists()
 
 
 def test_dataset_mode_writes_results_that_eval_reads(tiny_ws, tmp_path):

@@ -167,5 +167,15 @@ def test_cli_depth_sweep_brings_a_far_start_nearer(scene, tmp_path):
     r = posekit_run("estimate", image, "--cad", PART, "--K", K_OPT, "--init", init, "--refine", "features",
                     "--iters", "1", "--depth-sweep", "--json", out)
     assert r.returncode == 0, r.stderr
-    tf = np.asarray(json.loads(out.read_text())["poses"][0]["t"])
+    data = json.loads(out.read_text())
+    pose = data["poses"][0]
+    tf = np.asarray(pose["t"])
     assert abs(tf[2] - t[2]) < 0.5 * 0.05 * t[2], (tf, t)
+    # the JSON says the sweep ran: in the run's settings, the choice line, the last iterate and the timings
+    ref = data["run"]["refine"]
+    assert ref["kind"] == "features" and ref["depth_sweep"] is True and ref["iters"] == 1
+    assert ref["config"]["depth_range"] == 0.08 and ref["config"]["depth_samples"] == 9
+    assert data["chosen"]["refine"].startswith("features + depth sweep")
+    sweep = pose["history"][-1]["depth_sweep"]
+    assert pose["history"][-1]["stage"] == "refine_1" and not sweep["kept"]
+    assert np.isclose(sweep["scale"] * 1.05 * t[2], tf[2]) and pose["timings_s"]["depth_sweep"] > 0

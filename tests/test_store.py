@@ -49,7 +49,9 @@ def test_estimate_with_the_camera_beside_the_image_and_templates_from_the_store(
     assert r.returncode == 0, r.stderr
     data = json.loads(out.read_text())
     assert "beside the image" in data["chosen"]["camera"] and "model store" in data["chosen"]["coarse"]
-    assert data["chosen"]["refine"].startswith("none")
+    # no trained refiner stored: --refine auto runs the feature search with its depth sweep (the measured best)
+    assert data["chosen"]["refine"].startswith("features + depth sweep") and "--refine auto" in data["chosen"]["refine"]
+    assert data["run"]["refine"]["kind"] == "features" and data["run"]["refine"]["depth_sweep"] is True
     assert "posekit: camera" in r.stderr and "posekit: coarse" in r.stderr  # the block of choices
     pose = data["poses"][0]
     # the store's tiny templates (1,440, 64 px): measured 9 deg and 1 % depth on this image

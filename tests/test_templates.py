@@ -50,7 +50,7 @@ def test_cli_estimate_with_templates_matches_the_library_and_keeps_top_k(part, t
     out = tmp_path / "pose.json"
     bbox = ",".join(str(int(v)) for v in box)
     r = posekit_run("estimate", image, "--cad", PART, "--model", tpl_ws, "--K", K_OPT, "--bbox", bbox,
-                    "--top-k", "3", "--json", out)
+                    "--top-k", "3", "--refine", "none", "--json", out)
     assert r.returncode == 0, r.stderr
     pose = json.loads(out.read_text())["poses"][0]
     from posekit.methods.templates import load_workspace
@@ -65,6 +65,28 @@ def test_cli_estimate_with_templates_matches_the_library_and_keeps_top_k(part, t
     r = posekit_run("estimate", image, "--cad", PART, "--model", tpl_ws, "--K", K_OPT, "--bbox", bbox,
                     "--method", "aae")
     assert r.returncode == 2 and "a templates workspace" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_16_bit_grey_photo_gives_the_8_bit_grey_photos_pose(part, tpl_ws, tmp_path):
+    """The issue's 16-bit grey PNG (read as almost white, pose 174 deg off): its 12-bit data scaled by 4095 gives the
+    8-bit grey picture's pose."""
+    from helpers import write_png16
+
+    from posekit.data.types import Observation
+    from posekit.estimate.inputs import read_image
+    from posekit.estimate.pipeline import Detection, PoseEstimator
+    from posekit.geometry.rotations import geodesic_distance
+    from posekit.methods.templates import load_workspace
+
+    img, box, _R, _t = rendered_scenes(part, 1, seed=3)[0]
+    grey = np.asarray(Image.fromarray(img).convert("L"))
+    Image.fromarray(grey).save(tmp_path / "grey8.png")
+    write_png16(tmp_path / "grey16.png", np.rint(grey / 255.0 * 4095).astype(np.uint16))
+    est = PoseEstimator({1: part}, coarse={1: load_workspace(tpl_ws, model=part)})
+    poses = [est.estimate(Observation(read_image(tmp_path / name).rgb, CAM), [Detection(1, tuple(box))])[0]
+             for name in ("grey8.png", "grey16.png")]
+    assert np.degrees(geodesic_distance(poses[0].R, poses[1].R)) < 1.0
+    assert np.linalg.norm(poses[0].t - poses[1].t) < 1.0
 
 
 def test_workspace_for_another_mesh_is_refused(tpl_ws, other_stl, tmp_path):

@@ -55,7 +55,10 @@ def benchmark_command(
             raise InputError(f"--objects must be comma-separated object ids, got {objects!r}") from None
     spec = BenchmarkSpec(dataset=str(dataset.resolve()), objects=ids, method=method, boxes=boxes, refine=refine,
                          iters=iters, split=split, depth_sweep=depth_sweep)
-    summary = run_benchmark(spec, out, device=device)
+    import shlex
+    import sys
+
+    summary = run_benchmark(spec, out, device=device, command=shlex.join(["posekit", *sys.argv[1:]]))
     typer.echo(f"wrote {summary}")
 
 

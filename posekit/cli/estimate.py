@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
+import time
 from pathlib import Path
 
 import typer
@@ -14,6 +16,12 @@ from posekit.errors import InputError, PosekitError
 
 class NotFound(PosekitError):
     """The detector found nothing: exit code 1 (the input was fine, the part is not seen)."""
+
+    exit_code = 1
+
+
+class PoseFailed(PosekitError):
+    """A pose came out implausible (behind the camera, or too far for the part to be seen): exit code 1."""
 
     exit_code = 1
 
@@ -76,7 +84,9 @@ def estimate(
     center: bool = typer.Option(False, "--center", help=CENTER_HELP),
     model: Path | None = typer.Option(None, "--model", help="Coarse-stage workspace: `posekit train templates` (no training) or `posekit train aae`."),
     bbox: list[str] | None = typer.Option(None, "--bbox", help="Detection box x,y,w,h in pixels; repeat it for several instances of the part (estimated and refined as one batch)."),
-    camera: Path | None = typer.Option(None, "--camera", help="camera.json (fx, fy, cx, cy[, width, height]) or a file with cam_K."),
+    camera: Path | None = typer.Option(None, "--camera", help="A camera JSON: K (3x3), cam_K (9 numbers) or fx, fy, cx, "
+                                       "cy, with width, height; a `posekit estimate --json` output; or a BOP "
+                                       "scene_camera.json."),
     K: str | None = typer.Option(None, "--K", help="Intrinsics fx,fy,cx,cy (instead of --camera)."),
     method: str = typer.Option("auto", "--method", help="Coarse method: templates, aae, regress (the detector's own regressed poses), or auto (what the --model workspace holds)."),
     detector: Path | None = typer.Option(None, "--detector", help="Detector workspace from `posekit train regress`: finds the part when no --bbox is given (default: one from the model store, else the training-free template detector)."),
@@ -85,8 +95,9 @@ def estimate(
     detections_out: Path | None = typer.Option(None, "--detections-out", help="Write the detections used as a BOP'22 detections JSON (scene_id, image_id, category_id, bbox, score, time)."),
     top_k: int = typer.Option(1, "--top-k", min=1, help="Hypotheses to report (templates / codebook neighbours): the best is the pose, the others are listed as alternatives in the JSON."),
     refine: str = typer.Option("auto", "--refine", help="Refiner: auto (the --refiner, else one from the model store "
-                               "that covers the part, else none), none, deepim, or features (search on pretrained "
-                               "features, no training)."),
+                               "that covers the part, else features with its depth sweep, the best measured on real "
+                               "photos; in dataset mode: the --refiner, else none), none, deepim, or features (search "
+                               "on pretrained features, no training)."),
     refiner_ws: Path | None = typer.Option(None, "--refiner", help="Refiner workspace from `posekit train refine`."),
     iters: int = typer.Option(4, "--iters", min=0, help="Refiner iterations."),
     polish: int = typer.Option(0, "--polish", min=0, help="Gradient steps on the pose through PyTorch3D after refinement: towards the predicted (or --mask) silhouette after --refine deepim, by feature-metric alignment (plus --mask) after --refine features."),
@@ -162,22 +173,32 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
     from posekit.estimate.choose import (
         Choice,
         Missing,
+        auto_depth_sweep,
         build_store_templates,
         find_coarse,
         find_detector,
         find_refiner,
         missing_message,
+        with_depth_sweep,
     )
-    from posekit.estimate.pipeline import Detection, EstimatorConfig, PoseEstimator, estimate_to_json
+    from posekit.estimate.pipeline import (
+        Detection,
+        EstimatorConfig,
+        PoseEstimator,
+        describe,
+        estimate_to_json,
+    )
 
     if image is None:
         raise InputError("give an IMAGE (or --dataset DIR for dataset mode)")
     if cad is None:
         raise InputError("--cad is required: the object's CAD file")
-    rgb = inputs.load_image(image)
+    started = time.perf_counter()
+    loaded = inputs.read_image(image)
+    rgb = loaded.rgb
     obj = load_model(cad, units=units, obj_id=1, center=center)
     missing: list[Missing] = []
-    cam, cam_source = inputs.find_camera(rgb, image, camera, K)
+    cam, cam_source = inputs.find_camera(loaded, image, camera, K)
     if cam is None:
         missing.append(Missing("the camera intrinsics", f"--K fx,fy,cx,cy, --camera camera.json, or a camera.json "
                                f"(fx, fy, cx, cy, width, height) beside the image ({cam_source})"))
@@ -192,7 +213,7 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
         raise InputError("--detector finds the part where no --bbox (or --init) is given: give one or the other")
     target_mask = inputs.load_mask(mask, cam) if mask is not None and cam is not None else None
     init_est = None
-    choices = [] if cam is None else [Choice("camera", cam_source)]
+    choices = [Choice("image", loaded.describe())] + ([] if cam is None else [Choice("camera", cam_source)])
     if detector_path is not None or template_detector:
         choices.append(det_choice)
     coarse_path, build_templates_now = None, False
@@ -234,6 +255,9 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
         typer.echo("posekit: no coarse model for this part yet: building its templates (no training) ...", err=True)
         coarse_path, choice = build_store_templates(obj, device=device)
         choices.append(choice)
+    depth_sweep = depth_sweep or auto_depth_sweep(refine, refine_kind, iters, score)
+    if depth_sweep and refine_kind == "features":
+        refine_choice = with_depth_sweep(refine_choice)
     choices.append(refine_choice)
     coarse = {}
     if init_est is None:
@@ -270,20 +294,33 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
         write_detections(detections_out, [(0, im_id if im_id is not None else 0, d, results[0].timings.get("detect", 0.0)
                                            if results else 0.0) for d in found.detections])
         typer.echo(f"wrote {detections_out}", err=True)
-    record = {"image": str(image), "cad": str(cad), "camera": {"K": cam.K.tolist(), "width": cam.width,
-              "height": cam.height}, "chosen": {c.stage: c.what for c in choices},
+    run = {**describe(estimator), "command": shlex.join(["posekit", *sys.argv[1:]]), "cad_units": obj.units_note,
+           "wall_s": time.perf_counter() - started}
+    record = {"image": str(image), "image_read": loaded.record(), "cad": str(cad),
+              "camera": {"K": cam.K.tolist(), "width": cam.width, "height": cam.height},
+              "chosen": {c.stage: c.what for c in choices}, "run": run,
               "poses": [estimate_to_json(e) for e in results]}
+    failed = [(i, e.failed) for i, e in enumerate(results) if e.failed]
     if json_out is not None:
         _write_json_atomic(json_out, record)
-        typer.echo(f"wrote {json_out}", err=True)
+        if not failed:
+            typer.echo(f"wrote {json_out}", err=True)
     else:
         typer.echo(json.dumps(record, indent=2))
-    if overlay is not None:
-        _write_overlay(overlay, rgb, cam, obj, results, detections=found.detections if det_ws else None)
-        typer.echo(f"wrote {overlay}", err=True)
-    if strip is not None:
-        _write_overlay(strip, rgb, cam, obj, results, strip=True)
-        typer.echo(f"wrote {strip}", err=True)
+    drawn = [e for e in results if not e.failed]
+    if overlay is not None and drawn:
+        _write_overlay(overlay, rgb, cam, obj, drawn, detections=found.detections if det_ws else None)
+        if not failed:
+            typer.echo(f"wrote {overlay}", err=True)
+    if strip is not None and drawn:
+        _write_overlay(strip, rgb, cam, obj, drawn, strip=True)
+        if not failed:
+            typer.echo(f"wrote {strip}", err=True)
+    if failed:
+        i, why = failed[0]
+        where = f" (marked \"failed\" in {json_out})" if json_out is not None else ""
+        raise PoseFailed(f"{image}: pose {i + 1} of {len(results)} failed: {why}{where}"
+                         + (f"; {len(failed) - 1} more failed" if len(failed) > 1 else ""))
 
 
 def _template_detector(obj, coarse, device: str, choices: list):

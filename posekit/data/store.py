@@ -52,6 +52,23 @@ def read_workspace_config(ws: str | Path, method: str, make: str, what: str | No
     return cfg
 
 
+#: the files that make a workspace's results (config and data / weights); logs and previews are not hashed
+_DIGEST_SUFFIXES = (".json", ".npz", ".npy", ".pt", ".pth")
+
+
+def workspace_digest(ws: str | Path) -> str:
+    """A short content hash of a workspace (sha256 of its config and data / weight files, names included, first
+    16 hex digits): two runs with the same digest used the same model."""
+    ws = Path(ws)
+    h = hashlib.sha256()
+    for f in sorted(p for p in ws.rglob("*") if p.is_file() and p.suffix in _DIGEST_SUFFIXES):
+        h.update(str(f.relative_to(ws)).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
 def store_root() -> Path:
     env = os.environ.get("POSEKIT_HOME")
     if env:

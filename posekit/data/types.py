@@ -33,6 +33,8 @@ class PoseEstimate:
     time: float = -1.0
     timings: dict[str, float] = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
+    failed: str | None = None  # why the pose is not a pose (e.g. behind the camera): see estimate.pipeline.pose_problem
+    reliable: bool | None = None  # score at or above its method's measured threshold (None: no threshold measured)
 
     def __post_init__(self) -> None:
         self.R = np.asarray(self.R, dtype=np.float64).reshape(3, 3)
@@ -65,6 +67,8 @@ class RefineRun:
     windows: np.ndarray | None = None
     K_crops: np.ndarray | None = None
     scores: np.ndarray | None = None  # (iters + 1, B) agreement of each iterate with the image (``score=``)
+    depth_scales: np.ndarray | None = None  # (B,) the feature search's last depth sweep: depth after / before (1: kept)
+    depth_time: float = 0.0  # seconds of that sweep (inside the last iteration's time)
 
     @classmethod
     def start(cls, n_objects: int, R, t, iters: int) -> RefineRun:

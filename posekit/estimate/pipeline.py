@@ -117,7 +117,8 @@ class PoseEstimator:
             for i, h in zip(idx, hyps, strict=True):
                 best = h[0]
                 best.score = float(best.score) * float(detections[i].score)
-                entry = {"stage": "coarse", "R": best.R.tolist(), "t": best.t.tolist(),
+                entry = {"stage": "coarse", "method": getattr(ws, "method_name", type(ws).__name__),
+                         "R": best.R.tolist(), "t": best.t.tolist(), "score": best.score,
                          "bbox": [float(v) for v in detections[i].bbox], "detection_score": float(detections[i].score)}
                 if len(h) > 1:  # --top-k: the other hypotheses, best first, for the user to inspect
                     entry["alternatives"] = [{"R": a.R.tolist(), "t": a.t.tolist(), "score": float(a.score)}
@@ -151,6 +152,9 @@ class PoseEstimator:
                              "t": np.asarray(run.t[k][i]).tolist(), "time": float(run.times[k - 1])})
                 if run.scores is not None:
                     hist[-1]["score"] = float(run.scores[k, i])
+                if k == len(run.R) - 1 and run.depth_scales is not None:  # the feature search's last depth sweep
+                    hist[-1]["depth_sweep"] = {"scale": float(run.depth_scales[i]),
+                                               "kept": bool(run.depth_scales[i] == 1.0), "time": run.depth_time}
             if run.scores is not None:  # the iterate kept (0 = the pose refinement started from) and its score
                 b = int(run.best[i])
                 hist.append({"stage": "refine_kept", "iteration": b, "R": np.asarray(run.R[b][i]).tolist(),
@@ -158,6 +162,8 @@ class PoseEstimator:
                              "initial_score": float(run.scores[0, i])})
             timings = dict(e.timings)
             timings["refine"] = float(sum(run.times))
+            if run.depth_scales is not None:
+                timings["depth_sweep"] = float(run.depth_time)
             if polished is not None:
                 hist.append({"stage": "polish", "R": final_R[i].tolist(), "t": final_t[i].tolist(),
                              "time": float(polished.seconds), "loss": polished.kind,
@@ -195,16 +201,111 @@ class PoseEstimator:
             e.timings.setdefault("coarse_total", t_coarse)
             e.timings["total"] = total
             e.time = total
+            e.failed = pose_problem(e, self.models[e.obj_id], obs.camera)
+            e.reliable = None if e.failed is None else False
+            threshold = RELIABLE_SCORE.get(coarse_method(e))
+            if e.failed is None and threshold is not None:
+                e.reliable = bool(e.score >= threshold)
         return ImageResult(detections=detections, estimates=estimates)
 
 
+#: the least score of a reliable pose, per coarse method (the score is the coarse stage's: refinement keeps it);
+#: below it the JSON marks the pose "reliable": false. Templates: measured on lmo-dev (717 targets, gt-obj boxes,
+#: the `upper` templates; `python benchmarks/score.py`): of the poses scored under 0.30 (19 % of them) 64 % have
+#: their rotation over 30 degrees off, against 11 % of those above; it marks 12 % of the ADD(-S)-correct poses.
+#: The score tells a wrong rotation, not the depth: ADD(-S) < 0.1 d is 22 % below and 37 % above. AAE, regress:
+#: not measured (no entry, "reliable": null).
+RELIABLE_SCORE: dict[str, float] = {"templates": 0.30}
+#: the least span of the part in the image (pixels, its diameter at its depth) for a plausible pose: one cell of
+#: the 8-px feature map; a part smaller than that cannot have been seen, whatever the pose's score
+MIN_SPAN_PX = 8.0
+
+
+def coarse_method(e: PoseEstimate) -> str | None:
+    """The coarse method that made an estimate (its history's coarse entry), None for --init poses."""
+    return next((h.get("method") for h in e.history if h.get("stage") == "coarse"), None)
+
+
+def pose_problem(e: PoseEstimate, model: ObjectModel, camera) -> str | None:
+    """Why the pose is implausible for the part's size, or None: not finite, behind the camera (t_z <= 0), the
+    camera inside the part (closer than half its diameter to its origin), or so far that the part would span
+    under ``MIN_SPAN_PX`` pixels."""
+    if not (np.all(np.isfinite(e.R)) and np.all(np.isfinite(e.t))):
+        return "the pose is not finite"
+    tz = float(e.t[2])
+    if tz <= 0:
+        return f"the part would be behind the camera (t_z = {tz:.0f} mm)"
+    d = float(model.diameter)
+    if float(np.linalg.norm(e.t)) < 0.5 * d:
+        return f"the camera would be inside the part ({np.linalg.norm(e.t):.0f} mm from its origin, diameter {d:.0f} mm)"
+    span = d * float(camera.K[0, 0]) / tz
+    if span < MIN_SPAN_PX:
+        return (f"implausible depth: at t_z = {tz:.0f} mm the part ({d:.0f} mm across) would span {span:.1f} px "
+                f"(under {MIN_SPAN_PX:g})")
+    return None
+
+
+def _workspace(path) -> dict:
+    from posekit.data.store import workspace_digest
+
+    return {"workspace": str(path), "sha256": workspace_digest(path)}
+
+
+def describe(estimator: PoseEstimator) -> dict:
+    """What an estimator runs, JSON-ready, enough to run it again: each stage with its settings and its workspace
+    (path and :func:`~posekit.data.store.workspace_digest`), the feature search's whole config (its depth sweep
+    included), the posekit and torch versions, the device and torch's threads."""
+    from dataclasses import asdict
+
+    import torch
+
+    import posekit
+
+    cfg = estimator.config
+    out: dict = {"posekit": posekit.__version__, "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+    det = estimator.detector
+    if det is None:
+        out["detect"] = None
+    elif hasattr(det, "workspaces"):  # the training-free template detector: its settings and templates
+        out["detect"] = {"kind": "templates", "det_score": cfg.det_score, "default_score": det.default_score,
+                         "det_top_k": cfg.det_top_k, "config": asdict(det.config),
+                         "templates": {str(o): _workspace(ws.path) for o, ws in sorted(det.workspaces.items())}}
+    else:
+        out["detect"] = {"kind": "regress", **_workspace(det.path), "det_score": cfg.det_score,
+                         "det_top_k": cfg.det_top_k}
+    coarse = {}
+    for obj_id, ws in sorted(estimator.coarse_methods.items()):
+        path = getattr(ws, "path", None) or getattr(getattr(ws, "workspace", None), "path", None)
+        coarse[str(obj_id)] = {"method": getattr(ws, "method_name", type(ws).__name__),
+                               **(_workspace(path) if path is not None else {})}
+    out["coarse"] = {"top_k": cfg.top_k, "correct_perspective": cfg.correct_perspective, "objects": coarse}
+    ref = estimator.refiner
+    if ref is None:
+        out["refine"] = None
+    else:
+        from posekit.methods.featurefit import FeatureRefiner
+
+        out["refine"] = {"kind": "features" if isinstance(ref, FeatureRefiner) else "deepim",
+                         "iters": cfg.refine_iters, "score": cfg.refine_score, "polish_steps": cfg.polish_steps,
+                         "renderer": getattr(ref, "renderer_name", None), "device": str(getattr(ref, "device", ""))}
+        if isinstance(ref, FeatureRefiner):
+            out["refine"]["depth_sweep"] = ref.config.depth_range > 0 and cfg.refine_iters >= 1
+            out["refine"]["config"] = asdict(ref.config)
+        elif getattr(ref, "path", None) is not None:
+            out["refine"].update(_workspace(ref.path))
+    return out
+
+
 def estimate_to_json(e: PoseEstimate) -> dict:
-    """JSON-ready record of an estimate: R (row-major 3x3), t (mm), score, timings, per-iteration history."""
+    """JSON-ready record of an estimate: R (row-major 3x3), t (mm), score, reliable (and failed, why, where the pose
+    is implausible), timings, per-iteration history."""
     return {
         "obj_id": e.obj_id,
         "R": e.R.tolist(),
         "t": e.t.tolist(),
         "score": float(e.score),
+        "reliable": e.reliable,
+        **({"failed": e.failed} if e.failed else {}),
         "time_s": float(e.time),
         "timings_s": {k: float(v) for k, v in e.timings.items()},
         "history": e.history,

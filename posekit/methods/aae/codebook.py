@@ -160,6 +160,8 @@ def build_codebook(net: AugmentedAutoencoder, model: ObjectModel, preset: AaePre
 class AaeWorkspace:
     """A trained AAE: its config, network (eval mode, on ``device``), codebook, and the crop convention."""
 
+    method_name = "aae"  # the coarse method, as the estimate JSON records it
+
     path: Path
     config: dict
     preset: AaePreset

@@ -338,7 +338,11 @@ class FeatureRefiner:
             depth[stay] *= cfg.shrink
             R, t = Rc[np.arange(B), best], tc[np.arange(B), best]
             if k == iters and cfg.depth_range > 0:  # the last iterate's depth from the finer sweep
-                t = self._sweep(img, idx, R, t, K).t
+                t_sweep = time.perf_counter()
+                swept = self._sweep(img, idx, R, t, K).t
+                run.depth_scales = swept[:, 2] / t[:, 2]
+                run.depth_time = time.perf_counter() - t_sweep
+                t = swept
             run.R[k], run.t[k] = R, t
             run.times.append(time.perf_counter() - t0)
         if score:

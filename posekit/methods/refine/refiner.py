@@ -82,6 +82,7 @@ class Refiner:
         self._renderer = None
         self._diff = None
         self._soft = None
+        self.path: Path | None = None  # the workspace it was loaded from
 
     # ---- construction
     @classmethod
@@ -119,7 +120,9 @@ class Refiner:
             raise InputError(f"{ws / 'config.json'}: no models given to the refiner")
         net = build_network(preset)
         load_weights(net, checkpoint_path(ws))
-        return cls(net, preset, [prepare_object(m, preset) for m in ordered], device=device, renderer=renderer)
+        refiner = cls(net, preset, [prepare_object(m, preset) for m in ordered], device=device, renderer=renderer)
+        refiner.path = ws
+        return refiner
 
     def object_index(self, key: int | str) -> int:
         """Index of an object by BOP obj_id (int), name or mesh hash."""

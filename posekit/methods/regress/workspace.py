@@ -119,6 +119,8 @@ class RegressWorkspace:
 class RegressCoarse:
     """A regressor bound to one part: what :class:`~posekit.estimate.pipeline.PoseEstimator` calls."""
 
+    method_name = "regress"  # the coarse method, as the estimate JSON records it
+
     workspace: RegressWorkspace
     model: ObjectModel
     label: int

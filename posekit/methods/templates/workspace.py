@@ -177,6 +177,8 @@ def build_workspace(model: ObjectModel, out: str | Path, preset: TemplatePreset,
 class TemplateWorkspace:
     """Templates ready to match on ``device``: the set, its folded reference matrix and the shared backbone."""
 
+    method_name = "templates"  # the coarse method, as the estimate JSON records it
+
     path: Path
     config: dict
     templates: TemplateSet
