@@ -44,6 +44,8 @@ def parse_config(text: str | None):
             raise SystemExit(f"unknown detector setting {key!r}; one of {', '.join(types)}")
         if key == "depth_range":
             kw[key] = tuple(float(v) for v in value.split(":"))
+        elif key == "score":
+            kw[key] = value
         elif "int" in str(types[key]):
             kw[key] = int(value)
         elif "float" in str(types[key]):
@@ -98,13 +100,20 @@ class _Det:
 
 
 def detections_of(run: dict, score: str, top: int) -> dict:
+    """{(scene, image, object): the top hits by ``score``}, thinned as the detector thins them
+    (:func:`posekit.methods.detect.templates.thin`) where the run kept every hit (``box_overlap`` > 1)."""
+    from posekit.methods.detect import DetectorConfig
+    from posekit.methods.detect.templates import thin
+
+    limit = min(float(run["config"].get("box_overlap", 1.0)), DetectorConfig().box_overlap)
     out: dict = {}
     for key, rec in run["images"].items():
         scene_id, im_id = (int(v) for v in key.split("/"))
         for h in rec["hits"]:
-            out.setdefault((scene_id, im_id, h["obj_id"]), []).append(_Det(h["bbox"], h["scores"][score]))
+            value = sum(h["scores"][k] for k in score.split("+"))  # a sum of scores, e.g. combined+figure_ground
+            out.setdefault((scene_id, im_id, h["obj_id"]), []).append(_Det(h["bbox"], value))
     for k, v in out.items():
-        out[k] = sorted(v, key=lambda d: -d.score)[:top]
+        out[k] = thin(v, limit)[:top]
     return out
 
 
@@ -235,7 +244,7 @@ def main() -> None:
     r.add_argument("--config", default="")
     e = sub.add_parser("eval")
     e.add_argument("run")
-    e.add_argument("--score", default="cosine")
+    e.add_argument("--score", default="combined", help="a score key of the run's hits, or a sum of them (a+b)")
     e.add_argument("--top", type=int, default=3)
     e.add_argument("--detections-out")
     c = sub.add_parser("crosscheck")
