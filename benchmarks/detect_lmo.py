@@ -4,7 +4,8 @@
                                         [--config KEY=VALUE,...]
     python benchmarks/detect_lmo.py eval RUN.json [--score cosine|contrast|proposal] [--top K]
                                         [--detections-out DETS.json]
-    python benchmarks/detect_lmo.py crosscheck DETS.json --bop-toolkit BOP_TOOLKIT_DIR
+    python benchmarks/detect_lmo.py crosscheck DETS.json --bop-toolkit BOP_TOOLKIT_DIR [--pycocotools FORK_DIR]
+    python benchmarks/detect_lmo.py chain RUN.json --templates TPL_DIR --workdir DIR [--refine]
 
 ``run``: every lmo-dev image (or the first N) through :class:`posekit.methods.detect.TemplateDetector` with the
 template workspaces ``TPL_DIR/obj_XXXXXX`` (benchmarks/templates_lmo.py builds them); keeps every verified hit with
@@ -84,8 +85,15 @@ def cmd_run(args) -> None:
         if key in run["images"]:
             continue
         start = time.perf_counter()
-        hits, times = det.find(fr.rgb(), fr.camera, objects)
+        image = fr.rgb()
+        hits, times = det.find(image, fr.camera, objects)
         times["total"] = time.perf_counter() - start
+        # the baseline of the same run: the templates' match of one box per part (the coarse stage given a box)
+        t0 = time.perf_counter()
+        for o in objects:
+            box = next((h.bbox for h in hits if h.obj_id == o), (0.0, 0.0, 100.0, 100.0))
+            wss[o].estimate(image, fr.camera, [box], o)
+        times["match_per_part"] = (time.perf_counter() - t0) / len(objects)
         run["images"][key] = {"times": times, "hits": [
             {"obj_id": h.obj_id, "bbox": [round(v, 2) for v in h.bbox], "scores": h.scores,
              "window": [round(v, 2) for v in h.window]} for h in hits]}
@@ -150,6 +158,12 @@ def cmd_eval(args) -> None:
           f"{ap['AP50']:.3f}, AP75 {ap['AP75']:.3f} |")
     print(f"time per image: median {np.median(times):.2f} s (all {len(objects)} objects), "
           f"{np.median(times) / len(objects):.2f} s per part; machine {run.get('machine')}")
+    parts = {k: np.median([rec["times"][k] for rec in run["images"].values() if k in rec["times"]])
+             for k in next(iter(run["images"].values()))["times"]}
+    match = parts.get("match_per_part")
+    print("median seconds per image by stage: " + ", ".join(
+        f"{k} {v:.3f}" + (f" ({v / match:.0f}x the templates' match of a box)" if match else "")
+        for k, v in parts.items()))
     if args.detections_out:
         from posekit.estimate.batch import write_detections
         from posekit.estimate.pipeline import Detection
@@ -233,6 +247,44 @@ def cmd_crosscheck(args) -> None:
         print(f"| {k} | {ours[k]:.4f} | {theirs[k]:.4f} |")
 
 
+def cmd_chain(args) -> None:
+    """The box-free chain against the same chain on gt-obj boxes, over the images of a detection run: templates,
+    then optionally --refine features --depth-sweep; ADD(-S), AR_MSSD, AR_MSPD pooled over the same targets."""
+    from _common import run_posekit
+
+    from posekit.data.bop import BopDataset
+    from posekit.eval.recall import evaluate
+
+    data = lmo_dev()
+    ds = BopDataset(data)
+    run = json.loads(Path(args.run).read_text())
+    keys = {tuple(int(v) for v in k.split("/")) for k in run["images"]}
+    targets = [t for t in ds.targets() if (t.scene_id, t.im_id) in keys and t.obj_id in run["objects"]]
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    tfile = work / "targets.json"
+    tfile.write_text(json.dumps([t.to_json() for t in targets]))
+    dets = work / "detections.json"
+    args_eval = argparse.Namespace(run=args.run, score=args.score, top=1, detections_out=str(dets))
+    cmd_eval(args_eval)
+    refine = ["--refine", "features", "--depth-sweep"] if args.refine else ["--refine", "none"]
+    tag = "features_sweep" if args.refine else "templates"
+    rows = []
+    for boxes, name in ((str(dets), "own detections"), ("gt-obj", "gt-obj boxes")):
+        out = work / f"results_{tag}_{'det' if boxes == str(dets) else 'gt'}.csv"
+        if not out.is_file():
+            run_posekit("estimate", "--dataset", str(data), "--model-dir", args.templates, "--boxes", boxes,
+                        "--targets", str(tfile), "--out", str(out), *refine)
+        rep = evaluate(data, out, targets_path=tfile, progress=False)
+        ar = rep.ar()
+        rows.append(f"| {name} | {100 * rep.metrics['add_s'].recall[-1]:.1f} % | {ar['ar_mssd']:.3f} | "
+                    f"{ar['ar_mspd']:.3f} | {(ar['ar_mssd'] + ar['ar_mspd']) / 2:.3f} |")
+    print(f"{len(keys)} images, {len(targets)} targets; chain: templates{' + ' + ' '.join(refine) if args.refine else ''}")
+    print("| boxes | ADD(-S) 0.1d | AR_MSSD | AR_MSPD | mean |")
+    print("|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -254,8 +306,14 @@ def main() -> None:
     c.add_argument("--pycocotools", help="a folder holding bop_toolkit's fork of pycocotools (its eval_coco extra), "
                    "put first on the script's path")
     c.add_argument("--verbose", action="store_true")
+    ch = sub.add_parser("chain")
+    ch.add_argument("run")
+    ch.add_argument("--templates", required=True)
+    ch.add_argument("--workdir", required=True)
+    ch.add_argument("--score", default="combined")
+    ch.add_argument("--refine", action="store_true", help="add --refine features --depth-sweep")
     args = ap.parse_args()
-    {"run": cmd_run, "eval": cmd_eval, "crosscheck": cmd_crosscheck}[args.cmd](args)
+    {"run": cmd_run, "eval": cmd_eval, "crosscheck": cmd_crosscheck, "chain": cmd_chain}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -126,15 +126,6 @@ def test_a_detector_of_other_meshes_is_refused(one_step_regressor, tmp_path):
     assert r.returncode == 2 and "not trained on" in r.stderr and r.stderr.count("\n") == 1
 
 
-def test_no_box_and_no_detector_names_what_makes_one(tmp_path, monkeypatch):
-    monkeypatch.setenv("POSEKIT_HOME", str(tmp_path / "empty_store"))
-    image = tmp_path / "img.png"
-    Image.fromarray(np.zeros((480, 640, 3), np.uint8)).save(image)
-    r = posekit_run("estimate", image, "--cad", PART, "--K", K_OPT)
-    assert r.returncode == 2 and r.stderr.count("\n") == 1
-    assert "posekit train regress --cad" in r.stderr and "--bbox" in r.stderr
-
-
 def test_train_regress_cli_refuses_bad_input_before_any_work(tmp_path):
     ws = tmp_path / "ws"
     for args, needle in [(["--resume"], "nothing to resume"), (["--backgrounds", tmp_path / "none"], "--backgrounds"),
