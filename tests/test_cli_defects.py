@@ -40,7 +40,9 @@ def test_warnings_are_one_posekit_line_without_source(tmp_path):
     trimesh.creation.box((0.1, 0.05, 0.03)).export(metres)  # 10 cm in metres: auto scales it, with a warning
     image = tmp_path / "img.png"
     Image.fromarray(np.zeros((480, 640, 3), np.uint8)).save(image)
-    r = posekit_run("estimate", image, "--cad", metres, "--K", K_OPT)  # stops at the missing box, after loading
+    # stops at the missing refiner, after loading the CAD (and before any templates are built)
+    r = posekit_run("estimate", image, "--cad", metres, "--K", K_OPT, "--bbox", "100,100,80,60", "--refine", "deepim")
+    assert r.returncode == 2 and "refiner" in r.stderr, r.stderr
     warns = [ln for ln in r.stderr.splitlines() if "warning" in ln.lower() and not ln.startswith("posekit: error")]
     assert warns and all(ln.startswith("posekit: warning: ") for ln in warns), r.stderr
     assert "warnings.warn" not in r.stderr and ".py:" not in r.stderr

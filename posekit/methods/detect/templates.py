@@ -126,6 +126,7 @@ class TemplateDetector:
         self._points = {obj_id: _outline_points(m) for obj_id, m in models.items()}
         self.last_times: dict[str, float] = {}
         self._renderer = None
+        self._render_models: dict[int, ObjectModel] = {}
 
     # ------------------------------------------------------------------ set-up
     def _proposal_kernels(self, ws: TemplateWorkspace) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
@@ -358,7 +359,9 @@ class TemplateDetector:
             from posekit.render.gl import OffscreenRenderer
 
             self._renderer = OffscreenRenderer(S, S)
-        model = render_model(self.models[obj_id], self.workspaces[obj_id].preset.crop_spec)
+        if obj_id not in self._render_models:  # decimated once per part (render_model's own cache holds only four)
+            self._render_models[obj_id] = render_model(self.models[obj_id], self.workspaces[obj_id].preset.crop_spec)
+        model = self._render_models[obj_id]
         boxes = np.stack([windows[:, 0], windows[:, 1], windows[:, 2], windows[:, 2]], axis=1)
         Kc = np.stack([crop_K(camera.K, b, (S, S)) for b in boxes])
         rgb, mask = render_in_crops(self._renderer, [model], np.zeros(len(boxes), int), R, t, Kc, (S, S))
