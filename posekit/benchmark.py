@@ -232,8 +232,9 @@ def run_benchmark(spec: BenchmarkSpec, out: str | Path, device: str = "auto", pr
             res = estimate_dataset(est, ds, [t for t in targets if t.obj_id == obj_id], split=spec.split,
                                    boxes=spec.boxes, progress=progress)
         finally:
-            if refiner is not None:
-                refiner.close()
+            for stage in (refiner, detector):
+                if stage is not None and hasattr(stage, "close"):
+                    stage.close()
         if not res:
             raise InputError(f"object {obj_id}: no estimate at all (no boxes of it with --boxes {spec.boxes})")
         write_results(res_file, res)

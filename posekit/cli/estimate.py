@@ -280,8 +280,9 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
     try:
         found = estimator.run(obs, detections or None, init=init_est)
     finally:
-        if refiner is not None:
-            refiner.close()
+        for stage in (refiner, det_ws):
+            if stage is not None and hasattr(stage, "close"):
+                stage.close()
     results = found.estimates
     if det_ws is not None and not found.detections:
         least = det_score if det_score is not None else getattr(det_ws, "default_score", 0.5)
@@ -449,8 +450,9 @@ def _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k
     try:
         results = estimate_dataset(estimator, ds, tgts, split=split, boxes=boxes, detections=detections, found=found)
     finally:
-        if refiner is not None:
-            refiner.close()
+        for stage in (refiner, det_ws):
+            if stage is not None and hasattr(stage, "close"):
+                stage.close()
     write_results(out, results)
     if detections_out is not None:
         write_detections(detections_out, found)
