@@ -118,10 +118,11 @@ def _median(values: list[float]) -> float:
 
 def seconds_per_target(ests) -> float:
     """Estimation seconds per target: each image's time (BOP's results give every estimate of an image the image's
-    time) counted once, over the estimates."""
+    time) counted once per object, since the benchmark estimates each object in a run of its own, over the
+    estimates."""
     if not ests:
         return float("nan")
-    per_image = {(e.scene_id, e.im_id): float(e.time) for e in ests}
+    per_image = {(e.scene_id, e.im_id, e.obj_id): float(e.time) for e in ests}
     return sum(per_image.values()) / len(ests)
 
 
