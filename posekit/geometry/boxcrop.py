@@ -58,10 +58,17 @@ def crop_boxes(images: torch.Tensor, boxes_xywh, size: int, pad: float = DEFAULT
     crop's K through ``crop_K``.
     """
     windows = square_window(np.asarray(boxes_xywh, dtype=np.float64).reshape(-1, 4), pad)
+    return crop_windows(images, windows, size), windows
+
+
+def crop_windows(images: torch.Tensor, windows, size: int) -> torch.Tensor:
+    """(B, C, S, S) crops of (B, C, H, W) images at square windows (B, 4) = (x0, y0, side, side), supersampled
+    where a window is larger than S (so a strong downscale does not alias)."""
+    windows = np.asarray(windows, dtype=np.float64).reshape(-1, 4)
     h, w = images.shape[-2:]
     theta = crop_affine_theta(torch.as_tensor(windows, dtype=torch.float32, device=images.device), (w, h))
     ratio = float(windows[:, 2].max()) / size if len(windows) else 1.0
-    return sample_windows(images, theta, size, supersample=max(1, math.ceil(ratio))), windows
+    return sample_windows(images, theta, size, supersample=max(1, math.ceil(ratio)))
 
 
 def turned_boxes(mask: torch.Tensor, angles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -30,9 +30,8 @@ import torch.nn.functional as F
 from posekit.cad.model import ObjectModel
 from posekit.errors import InputError
 from posekit.features.similarity import cell_normalise, similarity_matrix
-from posekit.geometry.boxcrop import box_iou, sample_windows
+from posekit.geometry.boxcrop import box_iou, crop_windows
 from posekit.geometry.camera import Camera, project_points
-from posekit.geometry.crop import crop_affine_theta
 from posekit.methods.templates.workspace import TemplateWorkspace
 from posekit.methods.viewbased import image_tensor, poses_from_entries
 
@@ -267,11 +266,7 @@ class TemplateDetector:
     def _match_windows(self, ws: TemplateWorkspace, image: torch.Tensor, windows: np.ndarray) -> torch.Tensor:
         """(B, N) masked similarities of the crops at windows (B, 3) = (x0, y0, side) with all templates."""
         boxes = np.stack([windows[:, 0], windows[:, 1], windows[:, 2], windows[:, 2]], axis=1)
-        H, W = image.shape[-2:]
-        theta = crop_affine_theta(torch.as_tensor(boxes, dtype=torch.float32), (W, H))
-        ratio = float(windows[:, 2].max()) / self.size if len(windows) else 1.0
-        crops = sample_windows(image.expand(len(windows), -1, -1, -1), theta, self.size,
-                               supersample=max(1, math.ceil(ratio)))
+        crops = crop_windows(image.expand(len(windows), -1, -1, -1), boxes, self.size)
         q = self.backbone.features(crops.to(self.device), self.feature)
         return similarity_matrix(q, ws.folded)
 
@@ -365,10 +360,7 @@ class TemplateDetector:
         boxes = np.stack([windows[:, 0], windows[:, 1], windows[:, 2], windows[:, 2]], axis=1)
         Kc = np.stack([crop_K(camera.K, b, (S, S)) for b in boxes])
         rgb, mask = render_in_crops(self._renderer, [model], np.zeros(len(boxes), int), R, t, Kc, (S, S))
-        H, W = image.shape[-2:]
-        theta = crop_affine_theta(torch.as_tensor(boxes, dtype=torch.float32), (W, H))
-        ratio = float(windows[:, 2].max()) / S
-        crops = sample_windows(image.expand(len(boxes), -1, -1, -1), theta, S, supersample=max(1, math.ceil(ratio)))
+        crops = crop_windows(image.expand(len(boxes), -1, -1, -1), boxes, S)
         name = self.config.verify_map
         fa = self.backbone.features(crops.to(self.device), name)
         fb = self.backbone.features(rgb.to(self.device), name)
