@@ -59,7 +59,7 @@ class DetectorConfig:
     verify_crop: int = 128  # crop side (px) of the rendered hypothesis' check (0: none, and no "combined" score)
     verify_map: str = "s16"
     score: str = "combined"
-    min_score: float = 0.40  # below: not found (lmo-dev: keeps 91 % of the right top-1 hits, 49 % of the wrong)
+    min_score: float = 0.40  # below: not found (lmo-dev: keeps 92 % of the right top-1 hits, 45 % of the wrong)
     box_overlap: float = 0.6  # verified boxes of one part sharing more than this of the smaller one are one part
 
     def __post_init__(self) -> None:
