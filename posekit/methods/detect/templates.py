@@ -265,7 +265,7 @@ class TemplateDetector:
     @torch.no_grad()
     def _match_windows(self, ws: TemplateWorkspace, image: torch.Tensor, windows: np.ndarray) -> torch.Tensor:
         """(B, N) masked similarities of the crops at windows (B, 3) = (x0, y0, side) with all templates."""
-        boxes = np.stack([windows[:, 0], windows[:, 1], windows[:, 2], windows[:, 2]], axis=1)
+        boxes = _square_boxes(windows)
         crops = crop_windows(image.expand(len(windows), -1, -1, -1), boxes, self.size)
         q = self.backbone.features(crops.to(self.device), self.feature)
         return similarity_matrix(q, ws.folded)
@@ -280,13 +280,13 @@ class TemplateDetector:
         n, r = self.cells, self.config.ring
         basis, coef, _ = self._kernels[obj_id]
         groups = [self._map_windows(maps, p) for p in props]
+        feats = torch.cat([g[0] for g in groups])
         # the best window of each neighbourhood by the proposal templates, then that window against all templates
-        pre = (torch.cat([g[0] for g in groups]).flatten(1) @ basis.flatten(1).T) @ coef.T
+        pre = (feats.flatten(1) @ basis.flatten(1).T) @ coef.T
         picks, start = [], 0
         for f, _, _ in groups:
             picks.append(start + int(pre[start : start + len(f)].max(1).values.argmax()))
             start += len(f)
-        feats = torch.cat([g[0] for g in groups])
         sims_all = similarity_matrix(feats[picks], ws.folded)
         best_w, best_s, sharp = [], [], []
         start = 0
@@ -357,7 +357,7 @@ class TemplateDetector:
         if obj_id not in self._render_models:  # decimated once per part (render_model's own cache holds only four)
             self._render_models[obj_id] = render_model(self.models[obj_id], self.workspaces[obj_id].preset.crop_spec)
         model = self._render_models[obj_id]
-        boxes = np.stack([windows[:, 0], windows[:, 1], windows[:, 2], windows[:, 2]], axis=1)
+        boxes = _square_boxes(windows)
         Kc = np.stack([crop_K(camera.K, b, (S, S)) for b in boxes])
         rgb, mask = render_in_crops(self._renderer, [model], np.zeros(len(boxes), int), R, t, Kc, (S, S))
         crops = crop_windows(image.expand(len(boxes), -1, -1, -1), boxes, S)
@@ -530,5 +530,11 @@ def box_overlap(a, b) -> float:
     return inter * (area_a + area_b) / (1.0 + inter) / max(min(area_a, area_b), 1e-9)
 
 
+def _square_boxes(windows: np.ndarray) -> np.ndarray:
+    """BOP boxes (B, 4) of square windows (B, 3) = (x0, y0, side)."""
+    w = np.asarray(windows, dtype=np.float64).reshape(-1, 3)
+    return np.concatenate([w, w[:, 2:3]], axis=1)
+
+
 def _window_iou(a: np.ndarray, b: np.ndarray) -> float:
-    return box_iou((a[0], a[1], a[2], a[2]), (b[0], b[1], b[2], b[2]))
+    return box_iou(*_square_boxes(np.stack([a, b])))
