@@ -120,9 +120,13 @@ class Backbone(nn.Module):
         return out
 
     def features(self, rgb: torch.Tensor, name: str = "s8", batch: int = 256) -> torch.Tensor:
-        """One map for many crops, ``batch`` at a time, without gradients: (N, C, h, w) on the input's device."""
+        """One map for many crops, ``batch`` at a time, without gradients: (N, C, h, w) on the input's device.
+        On a CPU the crops go through in channels-last layout (10-25 % faster on 2 cores, same values to float
+        rounding) and come back contiguous."""
+        if rgb.device.type == "cpu":
+            rgb = rgb.contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
-            parts = [self(rgb[i : i + batch], (name,))[name] for i in range(0, rgb.shape[0], batch)]
+            parts = [self(rgb[i : i + batch], (name,))[name].contiguous() for i in range(0, rgb.shape[0], batch)]
         if parts:
             return torch.cat(parts)
         return torch.zeros(0, self.channels(name), 1, 1, device=rgb.device)
@@ -152,8 +156,13 @@ def shared_backbone(device: str | torch.device = "cpu") -> Backbone:
     """One frozen backbone per device for inference (built on first use and kept): methods share its weights."""
     key = str(torch.device(device))
     if key not in _CACHE:
-        _CACHE[key] = Backbone(freeze="s32").to(device).eval()
+        net = Backbone(freeze="s32").to(device).eval()
+        _CACHE[key] = net.to(memory_format=torch.channels_last) if net_on_cpu(device) else net
     return _CACHE[key]
+
+
+def net_on_cpu(device: str | torch.device) -> bool:
+    return torch.device(device).type == "cpu"
 
 
 def trainable_parameters(net: nn.Module) -> Iterable[nn.Parameter]:

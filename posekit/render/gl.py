@@ -292,6 +292,39 @@ class OffscreenRenderer:
         c.cx, c.cy = float(K[0, 2]) + 0.5, float(K[1, 2]) + 0.5  # OpenCV pixel centres -> GL window coords
         c.znear, c.zfar = self.znear, self.zfar
 
+    def _prepare(self, camera: Camera, objects: Sequence[RenderObject], lights, ambient, bg_color,
+                 bg_alpha: float = 1.0) -> list:
+        """Camera, visible nodes (returned, in the order of ``objects``), background, ambient and lights of one render."""
+        if self._renderer is None:
+            raise RuntimeError("OffscreenRenderer is closed")
+        objects = list(objects)
+        self._set_camera(camera)
+        for entry in self._pool.values():
+            for node in entry["nodes"]:
+                node.mesh.is_visible = False
+        used: dict[tuple[int, str], int] = {}
+        nodes = [self._acquire(o, used) for o in objects]
+        self._evict()
+        bg = np.asarray(bg_color, dtype=np.float64)[:3]
+        if bg.max() > 1.0:
+            bg = bg / 255.0
+        self._scene.bg_color = np.array([*bg, bg_alpha])
+        self._scene.ambient_light = srgb_to_linear(np.ones(3)) * _ambient_rgb(ambient)
+        self._set_lights(default_lights(objects, ambient) if lights is None else lights)
+        return nodes
+
+    def render_coverage(self, camera: Camera, objects: Sequence[RenderObject], lights: Sequence[Light] | None = None,
+                        ambient: float | tuple = 0.3) -> tuple[np.ndarray, np.ndarray]:
+        """RGB (H, W, 3) uint8 on black and the objects' coverage (H, W) float32 in [0, 1] from **one**
+        multisampled colour pass (its alpha channel over a transparent background): no depth, no labels, edges
+        fractional. The cheap render for render-and-compare scoring, which pools the mask over feature cells
+        anyway (``render`` adds a second, SEG pass for labels and depth)."""
+        pr = self._pr
+        self._prepare(camera, objects, lights, ambient, (0, 0, 0), bg_alpha=0.0)
+        rgba, _ = self._renderer.render(self._scene, flags=pr.RenderFlags.RGBA)
+        rgba = np.asarray(rgba)
+        return np.ascontiguousarray(rgba[..., :3], dtype=np.uint8), rgba[..., 3].astype(np.float32) / 255.0
+
     def render(self, camera: Camera, objects: Sequence[RenderObject], lights: Sequence[Light] | None = None,
                ambient: float | tuple = 0.3, bg_color=(0, 0, 0), with_masks: bool = True) -> RenderResult:
         """Render ``objects`` seen by ``camera``.
@@ -303,25 +336,8 @@ class OffscreenRenderer:
             with_masks: also compute per-object full and visible masks (one more pass per object
                 when there are several). The label map is always filled.
         """
-        if self._renderer is None:
-            raise RuntimeError("OffscreenRenderer is closed")
         pr = self._pr
-        objects = list(objects)
-        self._set_camera(camera)
-        for entry in self._pool.values():
-            for node in entry["nodes"]:
-                node.mesh.is_visible = False
-        used: dict[tuple[int, str], int] = {}
-        nodes = [self._acquire(o, used) for o in objects]
-        self._evict()
-
-        bg = np.asarray(bg_color, dtype=np.float64)[:3]
-        if bg.max() > 1.0:
-            bg = bg / 255.0
-        self._scene.bg_color = np.array([*bg, 1.0])
-        self._scene.ambient_light = srgb_to_linear(np.ones(3)) * _ambient_rgb(ambient)
-        self._set_lights(default_lights(objects, ambient) if lights is None else lights)
-
+        nodes = self._prepare(camera, objects, lights, ambient, bg_color)
         flags = pr.RenderFlags.NONE  # faces are two-sided (see _two_sided): culling drops the hidden copy
         rgb, _ = self._renderer.render(self._scene, flags=flags)
         rgb = np.ascontiguousarray(rgb[..., :3], dtype=np.uint8)

@@ -4,18 +4,21 @@ One iteration, for every instance of an image at once:
 
 1. the zoom window of the current pose (DeepIM's: centred on the projected model origin, 1.4 x the
    projected 3D box, square, ``crop`` pixels) cuts the observed crop;
-2. candidates: the current pose, turns of +- ``rot_step`` about the camera's x, y and z axes through
-   the object's origin, image-plane shifts of +- ``shift_step`` of the window in x and y, and
-   (``depth_step`` > 0) moves of +- ``depth_step`` of the depth along the viewing ray;
-3. every candidate is rendered into the window's crop camera and put through the backbone; its score
+2. candidates: the current pose, turns of +- ``rot_step`` about the camera's x and y axes through the
+   object's origin and about the origin's viewing ray (the in-plane turn), image-plane moves of +-
+   ``shift_step`` of the window in x and y (turns of the object about the camera centre that move its
+   origin's ray by that much, :mod:`posekit.geometry.warp`), and (``depth_step`` > 0) moves of +-
+   ``depth_step`` of the depth along the viewing ray;
+3. every candidate is rendered into the window's crop camera (``warp``: the in-plane turns and moves are
+   exact homographies of the current pose's render, warped instead) and put through the backbone; its score
    is the per-cell cosine of the stride-8 maps averaged under the *union* of the candidates' masks
    (each candidate's own mask would favour smaller renders: the templates issue's diagnosis);
 4. the best candidate becomes the pose; where the current pose is the best, the steps shrink by
    ``shrink``.
 
-Depth is left as the coarse stage gave it by default (``depth_step = 0``): a 1 % change of depth moves
-the outline by about a tenth of a stride-8 cell, too little for these features to see (measured in the
-refinement issue: depth search made depth worse). ``run.scores`` holds each iterate's similarity, so
+Depth is left as the coarse stage gave it by default (``depth_step = 0``; the moves keep the distance from the
+camera): a 1 % change of depth moves the outline by about a tenth of a stride-8 cell, too little for these
+features to see (measured in the refinement issue: depth search made depth worse). ``run.scores`` holds each iterate's similarity, so
 ``--score features`` keeps the best-scored iterate.
 """
 
@@ -34,6 +37,7 @@ from posekit.errors import InputError
 from posekit.features.backbone import Backbone, shared_backbone
 from posekit.features.similarity import mask_weights, union_similarity
 from posekit.geometry.crop import crop_images, crop_intrinsics, crop_mask, zoom_window
+from posekit.geometry.warp import ray_to_ray, ray_turns, rotation_homography, warp_images
 from posekit.methods.viewbased import image_tensor
 from posekit.render.crops import render_in_crops
 
@@ -69,6 +73,12 @@ class FeatureFitConfig:
     depth_feature: str = "s8"
     depth_score: str = "features"
     depth_subgrid: bool = False  # the peak of a parabola through the best scale and its neighbours, not the grid's
+    # warp: the search's candidates that are exact image warps of the current pose's render -- its in-plane turns
+    # and image-plane moves (turns of the scene about the camera centre: homographies) -- are warped, not
+    # rendered, and renders give their colour pass's coverage as the mask (one pass, not two). False renders every
+    # candidate, masks from a second pass.
+    warp: bool = True
+    warp_supersample: int = 2  # the warps' source is rendered at this many times the crop's side, then pooled
 
 
 #: the feature search with its last depth sweep (``posekit estimate --refine features --depth-sweep``): 9 depths in
@@ -263,8 +273,9 @@ class FeatureRefiner:
         _, Kc, obs = self._crops(img, idx, R, t, K, S)
         tc = t[:, None] * scales[None, :, None]
         Rc = np.repeat(R[:, None], n, axis=1)
-        rgb, mask = render_in_crops(self._get_renderer(S), self.render_models, np.repeat(idx, n), Rc.reshape(-1, 3, 3),
-                                    tc.reshape(-1, 3), np.repeat(Kc, n, axis=0), (S, S))
+        # rendered, not warped: a change of depth is no homography (a zoom about the origin's projection moved the
+        # sweep's picks by 0.9 % of the depth on average, against its 2 % grid; docs/benchmarks.md)
+        rgb, mask = self._draw(S, idx, Rc, tc, Kc)
         if cfg.depth_score == "edges":
             from posekit.features.edges import contour_edge_agreement
 
@@ -276,30 +287,77 @@ class FeatureRefiner:
 
     # ------------------------------------------------------------------ the search
     def _candidates(self, R: np.ndarray, t: np.ndarray, Kc: np.ndarray, rot: np.ndarray, shift: np.ndarray,
-                    depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(B, C, 3, 3), (B, C, 3): the current pose first, then the turns, shifts and depth moves."""
+                    depth: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(B, C, 3, 3), (B, C, 3): the current pose first, then the out-of-plane turns (4), the in-plane turns (2),
+        the image-plane moves (4) and the depth moves; and the homographies (B, C, 3, 3) that take the current
+        pose's render in the crop camera Kc to each candidate's, NaN where there is none (the out-of-plane
+        turns and the depth moves: those are rendered)."""
         B = len(R)
-        turns = _axis_turns(rot)  # (B, 6, 3, 3)
-        Rc = [R[:, None], turns @ R[:, None]]
-        tc = [t[:, None], np.repeat(t[:, None], 6, axis=1)]
+        turns = _axis_turns(rot)[:, :4]  # (B, 4, 3, 3) about the camera's x and y axes through the origin
+        in_plane = ray_turns(t[:, None], np.stack([np.radians(rot), -np.radians(rot)], axis=1))  # (B, 2, 3, 3)
         S = self.config.crop
-        mm = shift * S * t[:, 2] / Kc[:, 0, 0]  # the shift in mm at the object's depth
+        mm = shift * S * t[:, 2] / Kc[:, 0, 0]  # the move in mm at the object's depth
         d = np.zeros((B, 4, 3))
         d[:, 0, 0], d[:, 1, 0], d[:, 2, 1], d[:, 3, 1] = mm, -mm, mm, -mm
-        Rc.append(np.repeat(R[:, None], 4, axis=1))
-        tc.append(t[:, None] + d)
+        moves = ray_to_ray(t[:, None], t[:, None] + d)  # (B, 4, 3, 3) turns about the camera centre
+        Q = np.concatenate([in_plane, moves], axis=1)  # (B, 6, 3, 3): scene turns about the camera centre
+        Rc = [R[:, None], turns @ R[:, None], Q @ R[:, None]]
+        tc = [t[:, None], np.repeat(t[:, None], 4, axis=1), (Q @ t[:, None, :, None])[..., 0]]
+        H = np.full((B, 5, 3, 3), np.nan)
+        H[:, 0] = np.eye(3)
+        H = [H, rotation_homography(Kc[:, None], Q)]
         if self.config.depth_step > 0:
             Rc.append(np.repeat(R[:, None], 2, axis=1))
             tc.append(t[:, None] * np.stack([1 + depth, 1 - depth], axis=1)[..., None])
-        return np.concatenate(Rc, axis=1), np.concatenate(tc, axis=1)
+            H.append(np.full((B, 2, 3, 3), np.nan))
+        return np.concatenate(Rc, axis=1), np.concatenate(tc, axis=1), np.concatenate(H, axis=1)
+
+    def _draw(self, size: int, idx: np.ndarray, Rc: np.ndarray, tc: np.ndarray, Kc: np.ndarray,
+              H: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """rgb (B C, 3, S, S) and mask (B C, 1, S, S) of candidates Rc (B, C, 3, 3), tc (B, C, 3) in crop cameras
+        Kc (B, 3, 3) of side ``size``, query-major. With ``warp`` on and homographies H (B, C, 3, 3) given, the
+        candidates whose H is finite (in every row) are candidate 0's render warped by it; the rest are rendered
+        (candidate 0 always)."""
+        B, C = Rc.shape[:2]
+        warped = np.zeros(C, bool)
+        if self.config.warp and H is not None:
+            warped = np.isfinite(H).all(axis=(0, 2, 3))
+            warped[0] = False
+        if not warped.any():
+            return render_in_crops(self._get_renderer(size), self.render_models, np.repeat(idx, C), Rc.reshape(-1, 3, 3),
+                                   tc.reshape(-1, 3), np.repeat(Kc, C, axis=0), (size, size), coverage=self.config.warp)
+        out = torch.empty(B, C, 4, size, size)
+        drawn = np.flatnonzero(~warped)[1:]  # candidate 0 is the warps' source, drawn below
+        if len(drawn):
+            rgb_d, mask_d = render_in_crops(self._get_renderer(size), self.render_models, np.repeat(idx, len(drawn)),
+                                            Rc[:, drawn].reshape(-1, 3, 3), tc[:, drawn].reshape(-1, 3),
+                                            np.repeat(Kc, len(drawn), axis=0), (size, size), coverage=True)
+            out[:, drawn] = torch.cat([rgb_d, mask_d], dim=1).view(B, len(drawn), 4, size, size)
+        # the source at f times the size, every warp (the identity too) sampled at f x and pooled f x f: bilinear
+        # sampling blurs by its sub-pixel offset, which would favour the warped candidates over an unblurred
+        # source (measured in the depth sweep); at f x the blur is f times smaller and the same pooling follows
+        f = max(1, int(self.config.warp_supersample))
+        A = np.array([[f, 0.0, 0.5 * (f - 1)], [0.0, f, 0.5 * (f - 1)], [0.0, 0.0, 1.0]])  # size -> f size pixels
+        rgb_s, mask_s = render_in_crops(self._get_renderer(f * size), self.render_models, idx, Rc[:, 0], tc[:, 0],
+                                        A @ Kc, (f * size, f * size), coverage=True)
+        w = np.flatnonzero(warped)
+        w = np.concatenate([[0], w])
+        src = torch.cat([rgb_s, mask_s], dim=1).repeat_interleave(len(w), dim=0)
+        Hf = A @ H[:, w].reshape(-1, 3, 3) @ np.linalg.inv(A)
+        Hf[:: len(w)] = np.eye(3)
+        warped_imgs = warp_images(src, Hf)
+        if f > 1:
+            warped_imgs = torch.nn.functional.avg_pool2d(warped_imgs, f)
+        out[:, w] = warped_imgs.view(B, len(w), 4, size, size)
+        out = out.view(B * C, 4, size, size)
+        return out[:, :3], out[:, 3:]
 
     def _score(self, f_obs: torch.Tensor, idx: np.ndarray, Rc: np.ndarray, tc: np.ndarray,
-               Kc: np.ndarray) -> torch.Tensor:
-        """(B, C) masked similarities of the candidates' renders with the observed maps (B, C', h, w)."""
+               Kc: np.ndarray, H: np.ndarray | None = None) -> torch.Tensor:
+        """(B, C) masked similarities of the candidates' renders (or warps, see ``_draw``) with the observed maps
+        (B, C', h, w)."""
         C = Rc.shape[1]
-        S = self.config.crop
-        rgb, mask = render_in_crops(self._get_renderer(), self.render_models, np.repeat(idx, C), Rc.reshape(-1, 3, 3),
-                                    tc.reshape(-1, 3), np.repeat(Kc, C, axis=0), (S, S))
+        rgb, mask = self._draw(self.config.crop, idx, Rc, tc, Kc, H)
         f = self.backbone.features(rgb.to(self.device), self.config.feature)
         w = mask_weights(mask.to(self.device), Backbone.stride(self.config.feature), tuple(f.shape[-2:]))
         return union_similarity(f_obs, f, w, C)
@@ -328,8 +386,8 @@ class FeatureRefiner:
             if last:  # the extra round only scores the last pose
                 scores[k - 1] = self._score(f_obs, idx, R[:, None], t[:, None], Kc)[:, 0].cpu().numpy()
                 break
-            Rc, tc = self._candidates(R, t, Kc, rot, shift, depth)
-            sims = self._score(f_obs, idx, Rc, tc, Kc).cpu().numpy()
+            Rc, tc, H = self._candidates(R, t, Kc, rot, shift, depth)
+            sims = self._score(f_obs, idx, Rc, tc, Kc, H).cpu().numpy()
             best = sims.argmax(1)
             scores[k - 1] = sims[:, 0]
             stay = best == 0
