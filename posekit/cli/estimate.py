@@ -70,6 +70,16 @@ def _open_refiner(kind: str | None, path: Path | None, models, device: str, rend
     return Refiner.load(path, models=models, device=device, renderer=renderer)
 
 
+def _hypotheses_scorer(wanted: bool, refiner, models, device: str, renderer: str):
+    """The hypotheses stage's scorer when one is wanted and the refiner is not the feature search (which scores
+    them itself): a feature search of its own, used only to score. None otherwise."""
+    if not wanted or hasattr(refiner, "score_poses"):
+        return None
+    from posekit.methods.featurefit import FeatureRefiner
+
+    return FeatureRefiner(models, device=device, renderer=renderer)
+
+
 def _write_json_atomic(path: Path, data) -> None:
     from posekit.data.jsonio import write_text_atomic
 
@@ -104,6 +114,7 @@ def estimate(
     mask: Path | None = typer.Option(None, "--mask", help="The object's mask (an image of the image's size, object >= 128): the polish's silhouette target (instead of the DeepIM refiner's predicted mask; beside the features after --refine features)."),
     score: str = typer.Option("none", "--score", help="Keep the best refiner iterate (the start included), not the last: none, mask (silhouette vs the refiner's predicted object mask) or edges (outline vs image edges) with --refine deepim, features (masked similarity of the pretrained backbone's maps) with --refine deepim or features."),
     depth_sweep: bool = typer.Option(False, "--depth-sweep", help="After --refine features: move each pose along its viewing ray to the best of 9 depths in +-8 % (refined between them by a parabola), scored by the pretrained features of 256-px crops (a best at an end of the range keeps the depth; lmo-dev, from 10-deg starts: median depth error 21 -> 18 mm; docs/benchmarks.md)."),
+    hypotheses: bool = typer.Option(False, "--hypotheses", help="Between the coarse stage and refinement: the 3 best views at 7 depths in +-25 % of the box's depth, scored on the photo by the pretrained features under the union of their masks; the best goes on (for boxes whose size is not to be trusted, e.g. found ones; docs/estimate.md)."),
     renderer: str = typer.Option("auto", "--renderer", help="Refiner renderer: auto, pytorch3d or pyrender."),
     init: Path | None = typer.Option(None, "--init", help="Start refinement from the pose in this JSON (R, t in mm; every pose of a `posekit estimate --json` output) instead of the AAE."),
     overlay: Path | None = typer.Option(None, "--overlay", help="Write the pose over the image (.png/.jpg; .gif: one frame per stage, e.g. each refiner iteration)."),
@@ -157,16 +168,17 @@ def estimate(
             raise InputError("--mask and --bbox are for single-image mode; --dataset takes its boxes from --boxes")
         _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k, refine, refiner_ws, iters,
                       polish, renderer, device, score, method, detector, det_score, det_top_k, detections_out,
-                      depth_sweep=depth_sweep)
+                      depth_sweep=depth_sweep, hypotheses=hypotheses)
     else:
         _image_mode(image, cad, units, model, bbox or [], camera, K, top_k, refine, refiner_ws, iters, polish,
                     renderer, init, overlay, strip, json_out, device, score, mask, method, center, detector,
-                    det_score, det_top_k, detections_out, depth_sweep=depth_sweep)
+                    det_score, det_top_k, detections_out, depth_sweep=depth_sweep, hypotheses=hypotheses)
 
 
 def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refiner_ws, iters, polish, renderer,
                 init, overlay, strip, json_out, device, score=None, mask=None, method="auto", center=False,
-                detector=None, det_score=0.5, det_top_k=None, detections_out=None, depth_sweep=False) -> None:
+                detector=None, det_score=0.5, det_top_k=None, detections_out=None, depth_sweep=False,
+                hypotheses=False) -> None:
     from posekit.cad.load import load_model
     from posekit.data.types import Observation, PoseEstimate
     from posekit.estimate import inputs
@@ -184,6 +196,7 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
     from posekit.estimate.pipeline import (
         Detection,
         EstimatorConfig,
+        Hypotheses,
         PoseEstimator,
         describe,
         estimate_to_json,
@@ -273,14 +286,16 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
     refiner = _open_refiner(refine_kind, refiner_path, [obj], device, renderer, depth_sweep)
     for c in choices:  # what this run uses, once all of it has loaded
         typer.echo(f"posekit: {c.stage:<7} {c.what}", err=True)
+    scorer = _hypotheses_scorer(hypotheses, refiner, [obj], device, renderer)
     config = EstimatorConfig(top_k=top_k, refine_iters=iters, polish_steps=polish, refine_score=score,
-                             det_score=det_score, det_top_k=det_top_k or None)
-    estimator = PoseEstimator({1: obj}, coarse=coarse, refiner=refiner, config=config, detector=det_ws)
+                             det_score=det_score, det_top_k=det_top_k or None,
+                             hypotheses=Hypotheses() if hypotheses else None)
+    estimator = PoseEstimator({1: obj}, coarse=coarse, refiner=refiner, config=config, detector=det_ws, scorer=scorer)
     obs = Observation(image=rgb, camera=cam, bbox=detections[0].bbox if detections else None, mask=target_mask)
     try:
         found = estimator.run(obs, detections or None, init=init_est)
     finally:
-        for stage in (refiner, det_ws):
+        for stage in (refiner, det_ws, scorer):
             if stage is not None and hasattr(stage, "close"):
                 stage.close()
     results = found.estimates
@@ -369,7 +384,7 @@ def _write_overlay(path: Path, rgb, cam, obj, estimates, strip: bool = False, de
 
 def _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k, refine, refiner_ws, iters,
                   polish, renderer, device, score=None, method="auto", detector=None, det_score=0.5, det_top_k=None,
-                  detections_out=None, depth_sweep=False) -> None:
+                  detections_out=None, depth_sweep=False, hypotheses=False) -> None:
     from posekit.data.bop import BopDataset
     from posekit.data.results import write_results
     from posekit.estimate.batch import (
@@ -380,7 +395,7 @@ def _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k
         write_detections,
     )
     from posekit.estimate.methods import load_coarse
-    from posekit.estimate.pipeline import EstimatorConfig, PoseEstimator
+    from posekit.estimate.pipeline import EstimatorConfig, Hypotheses, PoseEstimator
 
     if out is None:
         raise InputError("--out results.csv is required with --dataset")
@@ -442,15 +457,17 @@ def _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k
     refiner = _open_refiner(kind, refiner_ws, list(models.values()), device, renderer, depth_sweep)
     if refiner is None and (score or polish):
         raise InputError("--score and --polish need a refiner: --refiner WORKSPACE")
-    estimator = PoseEstimator(models, coarse=coarse, refiner=refiner, detector=det_ws,
+    scorer = _hypotheses_scorer(hypotheses, refiner, list(models.values()), device, renderer)
+    estimator = PoseEstimator(models, coarse=coarse, refiner=refiner, detector=det_ws, scorer=scorer,
                               config=EstimatorConfig(top_k=top_k, refine_iters=iters, polish_steps=polish,
                                                      refine_score=score, det_score=det_score,
-                                                     det_top_k=det_top_k or None))
+                                                     det_top_k=det_top_k or None,
+                                                     hypotheses=Hypotheses() if hypotheses else None))
     found: list = []
     try:
         results = estimate_dataset(estimator, ds, tgts, split=split, boxes=boxes, detections=detections, found=found)
     finally:
-        for stage in (refiner, det_ws):
+        for stage in (refiner, det_ws, scorer):
             if stage is not None and hasattr(stage, "close"):
                 stage.close()
     write_results(out, results)

@@ -43,6 +43,24 @@ class ImageResult:
     estimates: list[PoseEstimate]
 
 
+@dataclass(frozen=True)
+class Hypotheses:
+    """From a box to a pose without trusting the box's size (``--hypotheses``): the coarse stage's best ``views``
+    views, each at ``depths`` depths evenly spread over 1 +- ``depth_range`` of the depth its box implies, all
+    rendered into one window and scored on the photo by the feature similarity under the union of their masks
+    (:meth:`~posekit.methods.featurefit.FeatureRefiner.score_poses`); the best goes on to refinement.
+    The defaults: +-25 % holds a box 20 % too small or too large (the template detector's boxes often cover part of
+    the part); 7 depths are 8.3 % apart, so the feature search's last depth sweep (+-8 %) reaches the truth from the
+    nearest; 3 views because a wrong first view is the other error of a box's match."""
+
+    views: int = 3
+    depth_range: float = 0.25
+    depths: int = 7
+
+    def scales(self) -> np.ndarray:
+        return 1.0 + np.linspace(-self.depth_range, self.depth_range, self.depths)
+
+
 @dataclass
 class EstimatorConfig:
     """Settings of the stages (CLI flags map one to one)."""
@@ -54,6 +72,7 @@ class EstimatorConfig:
     polish_steps: int = 0
     det_score: float | None = None  # detect stage: the least detector score kept (None: the detector's own default)
     det_top_k: int | None = None  # detect stage: at most this many detections per object (None: all)
+    hypotheses: Hypotheses | None = None  # between coarse and refine: views x depths scored on the photo (None: off)
 
 
 class CoarseMethod(Protocol):
@@ -70,12 +89,16 @@ class PoseEstimator:
     feature search) stages over typed observations."""
 
     def __init__(self, models: dict[int, ObjectModel], coarse: dict[int, CoarseMethod] | None = None, refiner=None,
-                 config: EstimatorConfig | None = None, detector=None) -> None:
+                 config: EstimatorConfig | None = None, detector=None, scorer=None) -> None:
         self.models = models
         self.coarse_methods = coarse or {}
         self.refiner = refiner
         self.detector = detector
         self.config = config or EstimatorConfig()
+        # the hypotheses stage's scorer (``score_poses``): the feature search where it is the refiner
+        self.scorer = scorer if scorer is not None else (refiner if hasattr(refiner, "score_poses") else None)
+        if self.config.hypotheses is not None and self.scorer is None:
+            raise InputError("the hypotheses stage needs a scorer of poses on the photo (the feature search)")
         if detector is not None:
             for m in models.values():
                 detector.check_mesh(m)
@@ -112,7 +135,10 @@ class PoseEstimator:
                 # the regressor's own detections already carry its poses
                 hyps = [[PoseEstimate(obj_id=obj_id, R=detections[i].pose[0], t=detections[i].pose[1])] for i in idx]
             else:
-                hyps = ws.estimate(obs.image, obs.camera, boxes, obj_id, top_k=self.config.top_k,
+                top_k = self.config.top_k
+                if self.config.hypotheses is not None:
+                    top_k = max(top_k, self.config.hypotheses.views)
+                hyps = ws.estimate(obs.image, obs.camera, boxes, obj_id, top_k=top_k,
                                    correct_perspective=self.config.correct_perspective)
             for i, h in zip(idx, hyps, strict=True):
                 best = h[0]
@@ -126,6 +152,40 @@ class PoseEstimator:
                 best.history.append(entry)
                 out[i] = best
         return [e for e in out if e is not None]
+
+    def hypotheses(self, obs: Observation, estimates: Sequence[PoseEstimate]) -> list[PoseEstimate]:
+        """Each coarse estimate replaced by the best-scored of its hypotheses (:class:`Hypotheses`): its coarse
+        views (the estimate and the coarse entry's alternatives) times the depth scales, all scored on the photo in
+        one batch. The estimate's score becomes the picked view's template score times the detection's."""
+        hc = self.config.hypotheses
+        if hc is None or not estimates:
+            return list(estimates)
+        start = time.perf_counter()
+        scales = hc.scales()
+        Rs, ts, view_scores = [], [], []
+        for e in estimates:
+            entry = next((h for h in e.history if h.get("stage") == "coarse"), {})
+            views = [(e.R, e.t, float(entry.get("score", e.score)))]
+            views += [(np.asarray(a["R"]), np.asarray(a["t"]), float(a["score"]) * float(entry.get("detection_score", 1.0)))
+                      for a in entry.get("alternatives", [])]
+            views = (views * hc.views)[: hc.views]  # fewer alternatives than views: the best repeated
+            Rs.append(np.stack([R for R, _, _ in views for _ in scales]))
+            ts.append(np.stack([t * s for _, t, _ in views for s in scales]))
+            view_scores.append([v for _, _, v in views])
+        keys = [self.models[e.obj_id].mesh_hash for e in estimates]
+        scores = self.scorer.score_poses(obs, keys, np.stack(Rs), np.stack(ts))
+        seconds = time.perf_counter() - start
+        out = []
+        for i, e in enumerate(estimates):
+            b = int(scores[i].argmax())
+            v, k = divmod(b, len(scales))
+            hist = list(e.history) + [{"stage": "hypotheses", "views": hc.views, "scales": scales.tolist(),
+                                       "view": v, "scale": float(scales[k]), "score": float(scores[i, b]),
+                                       "R": Rs[i][b].tolist(), "t": ts[i][b].tolist(), "time": seconds}]
+            out.append(PoseEstimate(obj_id=e.obj_id, R=Rs[i][b], t=ts[i][b], score=view_scores[i][v],
+                                    scene_id=e.scene_id, im_id=e.im_id, time=e.time,
+                                    timings={**e.timings, "hypotheses": seconds}, history=hist))
+        return out
 
     def refine(self, obs: Observation, estimates: Sequence[PoseEstimate], iters: int | None = None) -> list[PoseEstimate]:
         """Refine all estimates of one image in one batch; keeps the pose after each iteration in ``history``."""
@@ -190,7 +250,7 @@ class PoseEstimator:
             detections = self.detect(obs)
             t_detect = time.perf_counter() - start
         detections = list(detections or [])
-        estimates = list(init) if init is not None else self.coarse(obs, detections)
+        estimates = list(init) if init is not None else self.hypotheses(obs, self.coarse(obs, detections))
         if t_detect:
             for e in estimates:
                 e.timings["detect"] = t_detect
@@ -279,6 +339,7 @@ def describe(estimator: PoseEstimator) -> dict:
         coarse[str(obj_id)] = {"method": getattr(ws, "method_name", type(ws).__name__),
                                **(_workspace(path) if path is not None else {})}
     out["coarse"] = {"top_k": cfg.top_k, "correct_perspective": cfg.correct_perspective, "objects": coarse}
+    out["hypotheses"] = asdict(cfg.hypotheses) if cfg.hypotheses is not None else None
     ref = estimator.refiner
     if ref is None:
         out["refine"] = None

@@ -285,6 +285,36 @@ class FeatureRefiner:
         w = mask_weights(mask.to(self.device), Backbone.stride(cfg.depth_feature), tuple(f.shape[-2:]))
         return union_similarity(f_obs, f, w, n).cpu().numpy()
 
+    @torch.no_grad()
+    def score_poses(self, observation: Observation, objects: Sequence[int | str], R, t, size: int | None = None) -> np.ndarray:
+        """(B, M) scores of M pose hypotheses per instance, R (B, M, 3, 3), t (B, M, 3) mm: each instance's M poses
+        rendered into one square window that holds all their zoom windows (``size`` px, default the search's crop)
+        and scored as the search scores its candidates, by the stride-8 cosine under the union of their masks (so a
+        smaller render does not win by covering fewer cells)."""
+        R, t = np.asarray(R, dtype=np.float64), np.asarray(t, dtype=np.float64)
+        B, M = t.shape[:2]
+        if B == 0:
+            return np.zeros((0, M))
+        S = int(size or self.config.crop)
+        idx = np.array([self.object_index(k) for k in objects], dtype=np.int64)
+        K = np.broadcast_to(observation.camera.K, (B, 3, 3)).astype(np.float64)
+        win = np.stack([[zoom_window(R[b, m], t[b, m], self.corners[idx[b]], K[b], 1.0, self.config.window_scale)
+                         for m in range(M)] for b in range(B)])  # (B, M, 4)
+        lo = win[..., :2].min(1)
+        hi = (win[..., :2] + win[..., 2:]).max(1)
+        side = (hi - lo).max(1)
+        centre = 0.5 * (lo + hi)
+        box = np.concatenate([centre - 0.5 * side[:, None], np.stack([side, side], 1)], axis=1)  # (B, 4)
+        Kc = crop_intrinsics(K, box, (S, S))
+        img = image_tensor(observation.image).to(self.device)
+        obs = crop_images(img.expand(B, -1, -1, -1), torch.as_tensor(box, dtype=torch.float32, device=self.device),
+                          (S, S))
+        f_obs = self.backbone.features(obs, self.config.feature)
+        rgb, mask = self._draw(S, idx, R, t, Kc)
+        f = self.backbone.features(rgb.to(self.device), self.config.feature)
+        w = mask_weights(mask.to(self.device), Backbone.stride(self.config.feature), tuple(f.shape[-2:]))
+        return union_similarity(f_obs, f, w, M).cpu().numpy()
+
     # ------------------------------------------------------------------ the search
     def _candidates(self, R: np.ndarray, t: np.ndarray, Kc: np.ndarray, rot: np.ndarray, shift: np.ndarray,
                     depth: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -326,13 +356,7 @@ class FeatureRefiner:
         if not warped.any():
             return render_in_crops(self._get_renderer(size), self.render_models, np.repeat(idx, C), Rc.reshape(-1, 3, 3),
                                    tc.reshape(-1, 3), np.repeat(Kc, C, axis=0), (size, size), coverage=self.config.warp)
-        out = torch.empty(B, C, 4, size, size)
         drawn = np.flatnonzero(~warped)[1:]  # candidate 0 is the warps' source, drawn below
-        if len(drawn):
-            rgb_d, mask_d = render_in_crops(self._get_renderer(size), self.render_models, np.repeat(idx, len(drawn)),
-                                            Rc[:, drawn].reshape(-1, 3, 3), tc[:, drawn].reshape(-1, 3),
-                                            np.repeat(Kc, len(drawn), axis=0), (size, size), coverage=True)
-            out[:, drawn] = torch.cat([rgb_d, mask_d], dim=1).view(B, len(drawn), 4, size, size)
         # the source at f times the size, every warp (the identity too) sampled at f x and pooled f x f: bilinear
         # sampling blurs by its sub-pixel offset, which would favour the warped candidates over an unblurred
         # source (measured in the depth sweep); at f x the blur is f times smaller and the same pooling follows
@@ -340,6 +364,12 @@ class FeatureRefiner:
         A = np.array([[f, 0.0, 0.5 * (f - 1)], [0.0, f, 0.5 * (f - 1)], [0.0, 0.0, 1.0]])  # size -> f size pixels
         rgb_s, mask_s = render_in_crops(self._get_renderer(f * size), self.render_models, idx, Rc[:, 0], tc[:, 0],
                                         A @ Kc, (f * size, f * size), coverage=True)
+        out = torch.empty(B, C, 4, size, size, device=rgb_s.device)
+        if len(drawn):
+            rgb_d, mask_d = render_in_crops(self._get_renderer(size), self.render_models, np.repeat(idx, len(drawn)),
+                                            Rc[:, drawn].reshape(-1, 3, 3), tc[:, drawn].reshape(-1, 3),
+                                            np.repeat(Kc, len(drawn), axis=0), (size, size), coverage=True)
+            out[:, drawn] = torch.cat([rgb_d, mask_d], dim=1).to(out.device).view(B, len(drawn), 4, size, size)
         w = np.flatnonzero(warped)
         w = np.concatenate([[0], w])
         src = torch.cat([rgb_s, mask_s], dim=1).repeat_interleave(len(w), dim=0)
