@@ -9,6 +9,10 @@
         ms per iteration of every refinement kind in one run (DeepIM cpu, DeepIM on the pretrained trunk,
         the feature search, the feature polish per step), batch 1 and 8, as ratios to the DeepIM cpu refiner.
 
+    python benchmarks/refine.py speed-search [--images 8] [--results RESULTS.csv] [--write-docs]
+        --refine features --depth-sweep with warped in-plane candidates (now) against every candidate rendered, in
+        one process on the same frames, alternating: seconds per part, split into render, warps, crops, backbone.
+
     python benchmarks/refine.py lmo --aae-dir DIR --refiner WS [--boxes gt-visib] [--write-docs]
         AAE alone vs AAE + refiner (1, 2, 4 iterations; 4 with the best-scored iterate kept by --score mask,
         edges and features; with --polish N, default 3, 0 = leave out) on lmo-dev, through `posekit estimate --dataset` and
@@ -172,6 +176,90 @@ def speed_kinds(repeats: int) -> str:
     ]
     for label, b, ms in rows:
         lines.append(f"| {label} | {b} | {ms:.0f} | {ms / b:.0f} | {ms / base[b]:.2f}x |")
+    return "\n".join(lines)
+
+
+def speed_search(images: int, results: Path | None) -> str:
+    """The feature search with its depth sweep (``--refine features --depth-sweep``) as it is now (warped in-plane
+    candidates, one-pass renders) against every candidate rendered (``warp=False``, the search before), in the same
+    process on the same lmo-dev frames, alternating which goes first; seconds per part and where they go (render,
+    warps and crops, backbone, the rest)."""
+    import time
+    from dataclasses import replace
+
+    import torch
+
+    import posekit.methods.featurefit.refiner as mod
+    from posekit.data.bop import BopDataset
+    from posekit.methods.featurefit import FeatureRefiner, search_config
+
+    torch_threads()
+    ds = BopDataset(lmo_dev())
+    frames, _ = _frames_and_truth(ds)
+    by_frame = _estimates_by_frame(results) if results else None
+    keys = sorted(by_frame if by_frame else frames)[: images + 1]
+    models = [ds.load_model(o) for o in ds.obj_ids]
+    now = FeatureRefiner(models, device="cpu", config=search_config(True))
+    before = FeatureRefiner(models, device="cpu", config=replace(search_config(True), warp=False), backbone=now.backbone)
+    spent = {"now": {}, "before": {}}
+    which = ["now"]
+
+    def timed(obj, name, label):
+        f = getattr(obj, name)
+
+        def g(*a, **k):
+            start = time.perf_counter()
+            try:
+                return f(*a, **k)
+            finally:
+                d = spent[which[0]]
+                d[label] = d.get(label, 0.0) + time.perf_counter() - start
+        setattr(obj, name, g)
+
+    timed(mod, "render_in_crops", "render")
+    timed(mod, "warp_images", "warp")
+    timed(mod, "crop_images", "crop")
+    timed(now.backbone, "features", "backbone")  # the shared backbone
+    parts = 0
+    try:
+        for n, key in enumerate(keys):
+            obs = frames[key].observation()
+            if by_frame:
+                es = by_frame[key]
+                ids, R, t = [e.obj_id for e in es], np.stack([e.R for e in es]), np.stack([e.t for e in es])
+            else:
+                gts = frames[key].gts
+                ids, R, t = [g.obj_id for g in gts], np.stack([g.R for g in gts]), np.stack([g.t for g in gts])
+            order = [("now", now), ("before", before)][:: 1 if n % 2 else -1]
+            for label, ref in order:
+                which[0] = label
+                start = time.perf_counter()
+                ref.refine(obs, ids, R, t, iters=4)
+                spent[label]["total"] = spent[label].get("total", 0.0) + time.perf_counter() - start
+            if n == 0:  # the first frame warms both up (GL contexts, mesh uploads): not counted
+                spent = {"now": {}, "before": {}}
+                continue
+            parts += len(ids)
+    finally:
+        now.close()
+        before.close()
+    lines = [
+        f"`python benchmarks/refine.py speed-search --images {images}{' --results ' + str(results) if results else ''}`: "
+        f"`--refine features --depth-sweep` (4 iterations) on {len(keys) - 1} lmo-dev frames ({parts} parts, "
+        f"{'the poses of ' + results.name if results else 'ground-truth poses'}), the search now and with every "
+        f"candidate rendered, in one process, alternating; {platform.machine()}, {os.cpu_count()} CPUs, torch "
+        f"threads {torch.get_num_threads()}, no GPU, pyrender; load as stated beside the table.",
+        "",
+        "| search | s per part | render | warps | crops | backbone | rest | vs all rendered |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label in ("before", "now"):
+        d = spent[label]
+        rest = d["total"] - sum(v for k, v in d.items() if k != "total")
+        cells = [f"{d.get(k, 0.0) / parts:.3f}" for k in ("render", "warp", "crop", "backbone")]
+        name = "every candidate rendered (`warp=False`)" if label == "before" else "in-plane candidates warped (now)"
+        lines.append(f"| {name} | {d['total'] / parts:.3f} | " + " | ".join(cells) +
+                     f" | {rest / parts:.3f} | {d['total'] / spent['before']['total']:.2f}x |")
     return "\n".join(lines)
 
 
@@ -810,6 +898,10 @@ def main() -> None:
     sy.add_argument("--write-docs", action="store_true")
     sk = sub.add_parser("speed-kinds")
     sk.add_argument("--repeats", type=int, default=3)
+    ss = sub.add_parser("speed-search", help="the feature search now vs every candidate rendered, per stage")
+    ss.add_argument("--images", type=int, default=8)
+    ss.add_argument("--results", type=Path, default=None, help="start from these poses (a results CSV)")
+    ss.add_argument("--write-docs", action="store_true")
     sk.add_argument("--write-docs", action="store_true")
     dr = sub.add_parser("drift")
     dr.add_argument("--refiner", type=Path, required=True)
@@ -850,6 +942,9 @@ def main() -> None:
     elif a.what == "speed-kinds":
         body = speed_kinds(a.repeats)
         heading = "Refinement speed by kind (DeepIM, pretrained trunk, features)"
+    elif a.what == "speed-search":
+        body = speed_search(a.images, a.results)
+        heading = "Feature search speed: warped candidates (lmo-dev)"
     elif a.what == "backgrounds":
         body = backgrounds(a.refiner)
         heading = "Refiner: real image vs renders over it (lmo-dev)"
@@ -880,7 +975,7 @@ def main() -> None:
     else:
         body = lmo(a.aae_dir, a.refiner, a.boxes, a.out, a.polish, coarse=a.coarse)
         heading = "Refiner on real LM-O images (lmo-dev)" if a.coarse == "AAE" else f"Refiner behind {a.coarse} (lmo-dev)"
-    preset = a.preset if a.what == "speed" else "cpu" if a.what in ("speed-kinds", "components", "sweep") else refiner_preset(a.refiner)
+    preset = a.preset if a.what == "speed" else "cpu" if a.what in ("speed-kinds", "speed-search", "components", "sweep") else refiner_preset(a.refiner)
     if is_features(getattr(a, "refiner", "")):
         heading = f"{heading[:-1]}, --refine features)" if heading.endswith(")") else f"{heading} (--refine features)"
     elif preset != "cpu":  # another preset's figures get their own sections beside the cpu preset's
