@@ -167,9 +167,125 @@ def estimate(
 def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refiner_ws, iters, polish, renderer,
                 init, overlay, strip, json_out, device, score=None, mask=None, method="auto", center=False,
                 detector=None, det_score=0.5, det_top_k=None, detections_out=None, depth_sweep=False) -> None:
-    from posekit.cad.load import load_model
     from posekit.data.types import Observation, PoseEstimate
     from posekit.estimate import inputs
+    from posekit.estimate.choose import Choice, Missing
+    from posekit.estimate.pipeline import Detection, describe
+
+    if image is None:
+        raise InputError("give an IMAGE (or --dataset DIR for dataset mode)")
+    if cad is None:
+        raise InputError("--cad is required: the object's CAD file")
+    started = time.perf_counter()
+    loaded = inputs.read_image(image)
+    rgb = loaded.rgb
+    obj = _load_part(cad, units, center)
+    missing: list[Missing] = []
+    cam, cam_source = inputs.find_camera(loaded, image, camera, K)
+    if cam is None:
+        missing.append(Missing("the camera intrinsics", f"--K fx,fy,cx,cy, --camera camera.json, or a camera.json "
+                               f"(fx, fy, cx, cy, width, height) beside the image ({cam_source})"))
+    detections = [Detection(1, inputs.parse_bbox(b, cam)) for b in bboxes] if cam is not None else []
+    if (bboxes or init is not None) and detector is not None:
+        raise InputError("--detector finds the part where no --bbox (or --init) is given: give one or the other")
+    target_mask = inputs.load_mask(mask, cam) if mask is not None and cam is not None else None
+    init_est = None
+    choices = [Choice("image", loaded.describe())] + ([] if cam is None else [Choice("camera", cam_source)])
+    if init is not None:
+        poses = inputs.load_poses_json(init)
+        if bboxes and len(bboxes) != len(poses):
+            raise InputError(f"--init {init} holds {len(poses)} pose(s) but {len(bboxes)} --bbox were given")
+        init_est = [PoseEstimate(obj_id=1, R=R0, t=t0, history=[{"stage": "init", "R": R0.tolist(), "t": t0.tolist()}])
+                    for R0, t0 in poses]
+        choices.append(Choice("coarse", f"none: {len(poses)} pose(s) from --init {init}"))
+    estimator = _open_stages(obj, cad, model, method, bool(bboxes), init_est, detector, det_score, det_top_k, top_k,
+                             refine, refiner_ws, iters, score, polish, renderer, device, depth_sweep, choices, missing)
+    det_ws = estimator.detector
+    obs = Observation(image=rgb, camera=cam, bbox=detections[0].bbox if detections else None, mask=target_mask)
+    try:
+        found = estimator.run(obs, detections or None, init=init_est)
+    finally:
+        _close_stages(estimator)
+    results = found.estimates
+    if det_ws is not None and not found.detections:
+        raise NotFound(_not_found_message(image, obj, estimator))
+    if detections_out is not None:
+        from posekit.estimate.batch import write_detections
+
+        im_id = inputs.image_id(image)
+        write_detections(detections_out, [(0, im_id if im_id is not None else 0, d, results[0].timings.get("detect", 0.0)
+                                           if results else 0.0) for d in found.detections])
+        typer.echo(f"wrote {detections_out}", err=True)
+    run = {**describe(estimator), "command": shlex.join(["posekit", *sys.argv[1:]]), "cad_units": obj.units_note,
+           "wall_s": time.perf_counter() - started}
+    record = _record(image, loaded, cad, cam, choices, run, results)
+    failed = [(i, e.failed) for i, e in enumerate(results) if e.failed]
+    if json_out is not None:
+        _write_json_atomic(json_out, record)
+        if not failed:
+            typer.echo(f"wrote {json_out}", err=True)
+    else:
+        typer.echo(json.dumps(record, indent=2))
+    drawn = [e for e in results if not e.failed]
+    if overlay is not None and drawn:
+        _write_overlay(overlay, rgb, cam, obj, drawn, detections=found.detections if det_ws else None)
+        if not failed:
+            typer.echo(f"wrote {overlay}", err=True)
+    if strip is not None and drawn:
+        _write_overlay(strip, rgb, cam, obj, drawn, strip=True)
+        if not failed:
+            typer.echo(f"wrote {strip}", err=True)
+    if failed:
+        raise PoseFailed(_failed_message(image, results, failed, json_out))
+
+
+def _load_part(cad: Path, units: str, center: bool):
+    """The part as image mode uses it. Its symmetries are not looked for: no stage of an estimate reads them (the
+    templates record none, a trained refiner or detector has its own), and their search costs about 0.4 s of every
+    call."""
+    from posekit.cad.load import load_model
+
+    return load_model(cad, units=units, obj_id=1, center=center, symmetries="none")
+
+
+def _record(image, loaded, cad, cam, choices, run: dict, results) -> dict:
+    """The JSON record of one image's estimate: what `--json` writes (one line of `--jsonl`)."""
+    from posekit.estimate.pipeline import estimate_to_json
+
+    return {"image": str(image), "image_read": loaded.record(), "cad": str(cad),
+            "camera": {"K": cam.K.tolist(), "width": cam.width, "height": cam.height},
+            "chosen": {c.stage: c.what for c in choices}, "run": run,
+            "poses": [estimate_to_json(e) for e in results]}
+
+
+def _not_found_message(image, obj, estimator) -> str:
+    det_score = estimator.config.det_score
+    least = det_score if det_score is not None else getattr(estimator.detector, "default_score", 0.5)
+    return (f"{image}: no {obj.name} found (no detection scored {least:.2f} or more; --det-score sets the "
+            "threshold)")
+
+
+def _failed_message(image, results, failed, written) -> str:
+    i, why = failed[0]
+    where = f" (marked \"failed\" in {written})" if written is not None else ""
+    return (f"{image}: pose {i + 1} of {len(results)} failed: {why}{where}"
+            + (f"; {len(failed) - 1} more failed" if len(failed) > 1 else ""))
+
+
+def _close_stages(estimator) -> None:
+    """Close what an estimator's stages hold open (a refiner's renderers, a detector's)."""
+    for stage in (estimator.refiner, estimator.detector):
+        if stage is not None and hasattr(stage, "close"):
+            stage.close()
+
+
+def _open_stages(obj, cad, model, method, boxes_given: bool, init_est, detector, det_score, det_top_k, top_k, refine,
+                 refiner_ws, iters, score, polish, renderer, device, depth_sweep, choices: list, missing: list):
+    """Choose, check and open every stage of an image-mode run once: the detector (where no box and no --init
+    pose is given), the coarse stage and the refiner; returns the :class:`PoseEstimator` over them (close it with
+    :func:`_close_stages`). ``choices`` receives what was chosen, in the order it is printed (printed here, once
+    all of it has loaded); ``missing`` holds what the caller already found missing and receives what else is:
+    all of it is named in one error before any long work (a build of the part's templates)."""
     from posekit.estimate.choose import (
         Choice,
         Missing,
@@ -181,50 +297,17 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
         missing_message,
         with_depth_sweep,
     )
-    from posekit.estimate.pipeline import (
-        Detection,
-        EstimatorConfig,
-        PoseEstimator,
-        describe,
-        estimate_to_json,
-    )
+    from posekit.estimate.pipeline import EstimatorConfig, PoseEstimator
 
-    if image is None:
-        raise InputError("give an IMAGE (or --dataset DIR for dataset mode)")
-    if cad is None:
-        raise InputError("--cad is required: the object's CAD file")
-    started = time.perf_counter()
-    loaded = inputs.read_image(image)
-    rgb = loaded.rgb
-    obj = load_model(cad, units=units, obj_id=1, center=center)
-    missing: list[Missing] = []
-    cam, cam_source = inputs.find_camera(loaded, image, camera, K)
-    if cam is None:
-        missing.append(Missing("the camera intrinsics", f"--K fx,fy,cx,cy, --camera camera.json, or a camera.json "
-                               f"(fx, fy, cx, cy, width, height) beside the image ({cam_source})"))
-    detections = [Detection(1, inputs.parse_bbox(b, cam)) for b in bboxes] if cam is not None else []
     detector_path, template_detector = None, False
-    if not bboxes and init is None:
+    if not boxes_given and init_est is None:
         detector_path, det_choice = find_detector([obj], detector)
         if detector_path is None:  # no trained detector: find the part with its templates (no training)
             template_detector = True
             det_choice = Choice("detect", "templates: the training-free detector on the part's templates")
-    elif detector is not None:
-        raise InputError("--detector finds the part where no --bbox (or --init) is given: give one or the other")
-    target_mask = inputs.load_mask(mask, cam) if mask is not None and cam is not None else None
-    init_est = None
-    choices = [Choice("image", loaded.describe())] + ([] if cam is None else [Choice("camera", cam_source)])
-    if detector_path is not None or template_detector:
         choices.append(det_choice)
     coarse_path, build_templates_now = None, False
-    if init is not None:
-        poses = inputs.load_poses_json(init)
-        if bboxes and len(bboxes) != len(poses):
-            raise InputError(f"--init {init} holds {len(poses)} pose(s) but {len(bboxes)} --bbox were given")
-        init_est = [PoseEstimate(obj_id=1, R=R0, t=t0, history=[{"stage": "init", "R": R0.tolist(), "t": t0.tolist()}])
-                    for R0, t0 in poses]
-        choices.append(Choice("coarse", f"none: {len(poses)} pose(s) from --init {init}"))
-    else:
+    if init_est is None:
         coarse_path, choice = find_coarse(obj, model, method)
         if choice is None and method == "regress" and detector_path is not None:
             coarse_path, choice = detector_path, Choice("coarse", "regress: the detector's regressed poses")
@@ -275,53 +358,7 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
         typer.echo(f"posekit: {c.stage:<7} {c.what}", err=True)
     config = EstimatorConfig(top_k=top_k, refine_iters=iters, polish_steps=polish, refine_score=score,
                              det_score=det_score, det_top_k=det_top_k or None)
-    estimator = PoseEstimator({1: obj}, coarse=coarse, refiner=refiner, config=config, detector=det_ws)
-    obs = Observation(image=rgb, camera=cam, bbox=detections[0].bbox if detections else None, mask=target_mask)
-    try:
-        found = estimator.run(obs, detections or None, init=init_est)
-    finally:
-        for stage in (refiner, det_ws):
-            if stage is not None and hasattr(stage, "close"):
-                stage.close()
-    results = found.estimates
-    if det_ws is not None and not found.detections:
-        least = det_score if det_score is not None else getattr(det_ws, "default_score", 0.5)
-        raise NotFound(f"{image}: no {obj.name} found (no detection scored {least:.2f} or more; --det-score sets "
-                       "the threshold)")
-    if detections_out is not None:
-        from posekit.estimate.batch import write_detections
-
-        im_id = inputs.image_id(image)
-        write_detections(detections_out, [(0, im_id if im_id is not None else 0, d, results[0].timings.get("detect", 0.0)
-                                           if results else 0.0) for d in found.detections])
-        typer.echo(f"wrote {detections_out}", err=True)
-    run = {**describe(estimator), "command": shlex.join(["posekit", *sys.argv[1:]]), "cad_units": obj.units_note,
-           "wall_s": time.perf_counter() - started}
-    record = {"image": str(image), "image_read": loaded.record(), "cad": str(cad),
-              "camera": {"K": cam.K.tolist(), "width": cam.width, "height": cam.height},
-              "chosen": {c.stage: c.what for c in choices}, "run": run,
-              "poses": [estimate_to_json(e) for e in results]}
-    failed = [(i, e.failed) for i, e in enumerate(results) if e.failed]
-    if json_out is not None:
-        _write_json_atomic(json_out, record)
-        if not failed:
-            typer.echo(f"wrote {json_out}", err=True)
-    else:
-        typer.echo(json.dumps(record, indent=2))
-    drawn = [e for e in results if not e.failed]
-    if overlay is not None and drawn:
-        _write_overlay(overlay, rgb, cam, obj, drawn, detections=found.detections if det_ws else None)
-        if not failed:
-            typer.echo(f"wrote {overlay}", err=True)
-    if strip is not None and drawn:
-        _write_overlay(strip, rgb, cam, obj, drawn, strip=True)
-        if not failed:
-            typer.echo(f"wrote {strip}", err=True)
-    if failed:
-        i, why = failed[0]
-        where = f" (marked \"failed\" in {json_out})" if json_out is not None else ""
-        raise PoseFailed(f"{image}: pose {i + 1} of {len(results)} failed: {why}{where}"
-                         + (f"; {len(failed) - 1} more failed" if len(failed) > 1 else ""))
+    return PoseEstimator({1: obj}, coarse=coarse, refiner=refiner, config=config, detector=det_ws)
 
 
 def _template_detector(obj, coarse, device: str, choices: list):
