@@ -78,7 +78,9 @@ def _write_json_atomic(path: Path, data) -> None:
 
 @guarded
 def estimate(
-    image: Path | None = typer.Argument(None, help="An RGB image (single-image mode)."),
+    images: list[Path] | None = typer.Argument(None, help="An RGB image (single-image mode), or several images "
+                                               "and folders of them (one process for all: --json-dir / --jsonl, "
+                                               "--overlay-dir; docs/estimate.md)."),
     cad: Path | None = typer.Option(None, "--cad", help="The object's CAD file (STL/PLY/OBJ)."),
     units: str = typer.Option("auto", "--units", help="CAD units: mm, m or auto."),
     center: bool = typer.Option(False, "--center", help=CENTER_HELP),
@@ -109,10 +111,16 @@ def estimate(
     overlay: Path | None = typer.Option(None, "--overlay", help="Write the pose over the image (.png/.jpg; .gif: one frame per stage, e.g. each refiner iteration)."),
     strip: Path | None = typer.Option(None, "--strip", help="Write the stages (coarse, each refiner iteration, polish) side by side into this PNG."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the pose(s) as JSON (stdout otherwise)."),
+    json_dir: Path | None = typer.Option(None, "--json-dir", help="Several images: write each one's JSON into this "
+                                         "folder as <image name>.json (made if its parent exists)."),
+    jsonl: Path | None = typer.Option(None, "--jsonl", help="Several images: write one JSON line per image into "
+                                      "this file, in place when the run ends (without it or --json-dir: on stdout)."),
+    overlay_dir: Path | None = typer.Option(None, "--overlay-dir", help="Several images: write each one's overlay "
+                                            "into this folder as <image name>.png."),
     dataset: Path | None = typer.Option(None, "--dataset", help="Dataset mode: a BOP dataset folder."),
     split: str = typer.Option("test", "--split", help="Dataset split."),
     targets: Path | None = typer.Option(None, "--targets", help="Targets file (default: the dataset's test_targets_bop19.json)."),
-    boxes: str = typer.Option("gt-visib", "--boxes", help="Boxes: gt-visib, gt-obj, detector (--detector WORKSPACE, else the training-free template detector on --model-dir's templates), or a BOP detections JSON."),
+    boxes: str = typer.Option("gt-visib", "--boxes", help="Boxes: gt-visib, gt-obj, detector (--detector WORKSPACE, else the training-free template detector on --model-dir's templates), or a BOP detections JSON (also for several images: matched by the image id of each file name, --objects ID the part's)."),
     model_dir: Path | None = typer.Option(None, "--model-dir", help="Folder of coarse-stage workspaces (templates or AAE) named obj_XXXXXX (dataset mode)."),
     objects: str | None = typer.Option(None, "--objects", help="Only these object ids (comma-separated)."),
     out: Path | None = typer.Option(None, "--out", help="Dataset mode: BOP results CSV to write."),
@@ -155,13 +163,24 @@ def estimate(
     if dataset is not None:
         if mask is not None or bbox:
             raise InputError("--mask and --bbox are for single-image mode; --dataset takes its boxes from --boxes")
+        if json_dir is not None or jsonl is not None or overlay_dir is not None:
+            raise InputError("--json-dir, --jsonl and --overlay-dir are for images; --dataset writes --out CSV")
         _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k, refine, refiner_ws, iters,
                       polish, renderer, device, score, method, detector, det_score, det_top_k, detections_out,
                       depth_sweep=depth_sweep)
+    elif len(images or []) > 1 or (images and images[0].is_dir()) or any(
+            o is not None for o in (json_dir, jsonl, overlay_dir)):
+        from posekit.cli.estimate_many import many_mode
+
+        many_mode(images or [], cad, units, model, bbox or [], camera, K, top_k, refine, refiner_ws, iters, polish,
+                  renderer, device, score, method, center, detector, det_score, det_top_k, depth_sweep, json_dir,
+                  jsonl, overlay_dir, boxes, objects,
+                  {"--json": json_out, "--overlay": overlay, "--strip": strip, "--init": init, "--mask": mask,
+                   "--detections-out": detections_out})
     else:
-        _image_mode(image, cad, units, model, bbox or [], camera, K, top_k, refine, refiner_ws, iters, polish,
-                    renderer, init, overlay, strip, json_out, device, score, mask, method, center, detector,
-                    det_score, det_top_k, detections_out, depth_sweep=depth_sweep)
+        _image_mode(images[0] if images else None, cad, units, model, bbox or [], camera, K, top_k, refine,
+                    refiner_ws, iters, polish, renderer, init, overlay, strip, json_out, device, score, mask, method,
+                    center, detector, det_score, det_top_k, detections_out, depth_sweep=depth_sweep)
 
 
 def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refiner_ws, iters, polish, renderer,
