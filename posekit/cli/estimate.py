@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from posekit.cli._common import CENTER_HELP, guarded
+from posekit.cli._common import CENTER_HELP, guarded, pause_gc_for_startup, startup_done
 from posekit.errors import InputError, PosekitError
 
 
@@ -128,6 +128,17 @@ def estimate(
 ) -> None:
     """Estimate 6D poses: rotation from templates (pretrained features) or the AAE codebook, translation from the box,
     optional DeepIM refinement."""
+    pause_gc_for_startup()  # on again once the stages are open (_open_stages), or when this ends
+    try:
+        _estimate(**locals())
+    finally:
+        startup_done()
+
+
+def _estimate(images, cad, units, center, model, bbox, camera, K, method, detector, det_score, instances,
+              detections_out, top_k, refine, refiner_ws, iters, polish, mask, score, depth_sweep, renderer, init,
+              overlay, strip, json_out, json_dir, jsonl, overlay_dir, dataset, split, targets, boxes, model_dir,
+              objects, out, device) -> None:
     if method not in METHODS:
         raise InputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
     if score != "none" and score not in SCORE_MODES:
@@ -377,7 +388,9 @@ def _open_stages(obj, cad, model, method, boxes_given: bool, init_est, detector,
         typer.echo(f"posekit: {c.stage:<7} {c.what}", err=True)
     config = EstimatorConfig(top_k=top_k, refine_iters=iters, polish_steps=polish, refine_score=score,
                              det_score=det_score, det_top_k=det_top_k or None)
-    return PoseEstimator({1: obj}, coarse=coarse, refiner=refiner, config=config, detector=det_ws)
+    estimator = PoseEstimator({1: obj}, coarse=coarse, refiner=refiner, config=config, detector=det_ws)
+    startup_done()
+    return estimator
 
 
 def _template_detector(obj, coarse, device: str, choices: list):
