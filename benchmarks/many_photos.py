@@ -140,14 +140,16 @@ def docs_section(r: dict, cad: str) -> str:
                     f"| {sep['mean_s']} s ({sep['median_s']} s) | {sep['extrapolated_s']} s | {sep['photos_per_s']} "
                     f"| {x['speed_up']}x | {one['results']} (exit {one['exit']}), same poses {sep['same_pose_as_one_call']} "
                     f"| {load['before']:.1f} / {load['after_one_call']:.1f} / {load['after_separate']:.1f} |")
+    templates = r["templates"].split(":")[0]  # without the machine's store path
     return f"""
-**{n} lmo-dev photos through one `posekit estimate` call ran {best['speed_up']}x faster than one call per photo
-({best['one_call']['photos_per_s']} against {best['separate']['photos_per_s']} photos/s, torch threads
-{best['torch_threads']}).** Templates only (`--refine {r['refine']}`), the {name} ({cad}, `--units mm`) with its
-full-object box from scene_gt_info.json (`bbox_obj`), each photo's camera from the scene's scene_camera.json;
-{r['templates']}. One call: `posekit estimate test/000002/rgb --boxes boxes.json --objects {r['object']} --jsonl
-poses.jsonl` (the boxes as a BOP detections JSON). One call per photo: `posekit estimate PHOTO --bbox X,Y,W,H --json
-pose.json`, the first {best['separate']['timed']} photos timed, {n} extrapolated from their mean.
+**{n} lmo-dev photos through one `posekit estimate` call: {best['one_call']['photos_per_s']} photos/s against
+{best['separate']['photos_per_s']} with one call per photo, {best['speed_up']}x faster (torch threads
+{best['torch_threads']}; the table has both thread counts).** Templates only (`--refine {r['refine']}`), the {name}
+({cad}, `--units mm`) with its full-object box from scene_gt_info.json (`bbox_obj`), each photo's camera from the
+scene's scene_camera.json, {templates}. One call: `posekit estimate test/000002/rgb --boxes boxes.json --objects
+{r['object']} --jsonl poses.jsonl` (the boxes as a BOP detections JSON). One call per photo: `posekit estimate
+PHOTO --bbox X,Y,W,H --json pose.json`, the first {best['separate']['timed']} photos timed, {n} extrapolated from
+their mean.
 
 | torch threads | one call: wall | photos/s | stage time per photo (median, JSON) | a call per photo: mean (median) | {n} calls, extrapolated | photos/s | speed-up | results of the one call | load (1 min) before / after one call / after the separate calls |
 |---|---|---|---|---|---|---|---|---|---|
