@@ -92,8 +92,9 @@ def _bad(tmp_path, tiny_ws):
     typo.write_text(json.dumps({"fx": 572.4, "fy": 573.6, "cx": 325.3, "cy": 242.0, "widht": 640, "height": 480}))
     return {
         "unreadable image": ([junk, "--cad", PART, "--model", ws, "--K", K_OPT, "--bbox", "1,1,9,9"], "junk.png"),
+        # a folder is many photos (docs/estimate.md, "Many photos in one process"): --json is one image's
         "image is a directory": ([tmp_path, "--cad", PART, "--model", ws, "--K", K_OPT, "--bbox", "10,10,50,50"],
-                                 "is a directory, not an image"),
+                                 "--json is for one image; with several use --json-dir DIR or --jsonl FILE"),
         "box of 1 px": ([img, "--cad", PART, "--model", ws, "--K", K_OPT, "--bbox", "235,364,1,1"],
                         "a side of 1 px is too small"),
         "box mostly outside": ([img, "--cad", PART, "--model", ws, "--K", K_OPT, "--bbox", "600,440,100,100"],

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from posekit.cli._common import CENTER_HELP, guarded
+from posekit.cli._common import CENTER_HELP, guarded, pause_gc_for_startup, startup_done
 from posekit.errors import InputError, PosekitError
 
 
@@ -88,7 +88,9 @@ def _write_json_atomic(path: Path, data) -> None:
 
 @guarded
 def estimate(
-    image: Path | None = typer.Argument(None, help="An RGB image (single-image mode)."),
+    images: list[Path] | None = typer.Argument(None, help="An RGB image (single-image mode), or several images "
+                                               "and folders of them (one process for all: --json-dir / --jsonl, "
+                                               "--overlay-dir; docs/estimate.md)."),
     cad: Path | None = typer.Option(None, "--cad", help="The object's CAD file (STL/PLY/OBJ)."),
     units: str = typer.Option("auto", "--units", help="CAD units: mm, m or auto."),
     center: bool = typer.Option(False, "--center", help=CENTER_HELP),
@@ -120,10 +122,16 @@ def estimate(
     overlay: Path | None = typer.Option(None, "--overlay", help="Write the pose over the image (.png/.jpg; .gif: one frame per stage, e.g. each refiner iteration)."),
     strip: Path | None = typer.Option(None, "--strip", help="Write the stages (coarse, each refiner iteration, polish) side by side into this PNG."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the pose(s) as JSON (stdout otherwise)."),
+    json_dir: Path | None = typer.Option(None, "--json-dir", help="Several images: write each one's JSON into this "
+                                         "folder as <image name>.json (made if its parent exists)."),
+    jsonl: Path | None = typer.Option(None, "--jsonl", help="Several images: write one JSON line per image into "
+                                      "this file, in place when the run ends (without it or --json-dir: on stdout)."),
+    overlay_dir: Path | None = typer.Option(None, "--overlay-dir", help="Several images: write each one's overlay "
+                                            "into this folder as <image name>.png."),
     dataset: Path | None = typer.Option(None, "--dataset", help="Dataset mode: a BOP dataset folder."),
     split: str = typer.Option("test", "--split", help="Dataset split."),
     targets: Path | None = typer.Option(None, "--targets", help="Targets file (default: the dataset's test_targets_bop19.json)."),
-    boxes: str = typer.Option("gt-visib", "--boxes", help="Boxes: gt-visib, gt-obj, detector (--detector WORKSPACE, else the training-free template detector on --model-dir's templates), or a BOP detections JSON."),
+    boxes: str = typer.Option("gt-visib", "--boxes", help="Boxes: gt-visib, gt-obj, detector (--detector WORKSPACE, else the training-free template detector on --model-dir's templates), or a BOP detections JSON (also for several images: matched by the image id of each file name, --objects ID the part's)."),
     model_dir: Path | None = typer.Option(None, "--model-dir", help="Folder of coarse-stage workspaces (templates or AAE) named obj_XXXXXX (dataset mode)."),
     objects: str | None = typer.Option(None, "--objects", help="Only these object ids (comma-separated)."),
     out: Path | None = typer.Option(None, "--out", help="Dataset mode: BOP results CSV to write."),
@@ -131,6 +139,17 @@ def estimate(
 ) -> None:
     """Estimate 6D poses: rotation from templates (pretrained features) or the AAE codebook, translation from the box,
     optional DeepIM refinement."""
+    pause_gc_for_startup()  # on again once the stages are open (_open_stages), or when this ends
+    try:
+        _estimate(**locals())
+    finally:
+        startup_done()
+
+
+def _estimate(images, cad, units, center, model, bbox, camera, K, method, detector, det_score, instances,
+              detections_out, top_k, refine, refiner_ws, iters, polish, mask, score, depth_sweep, renderer, init,
+              overlay, strip, json_out, json_dir, jsonl, overlay_dir, dataset, split, targets, boxes, model_dir,
+              objects, out, device, hypotheses=False) -> None:
     if method not in METHODS:
         raise InputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
     if score != "none" and score not in SCORE_MODES:
@@ -166,22 +185,152 @@ def estimate(
     if dataset is not None:
         if mask is not None or bbox:
             raise InputError("--mask and --bbox are for single-image mode; --dataset takes its boxes from --boxes")
+        if json_dir is not None or jsonl is not None or overlay_dir is not None:
+            raise InputError("--json-dir, --jsonl and --overlay-dir are for images; --dataset writes --out CSV")
         _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k, refine, refiner_ws, iters,
                       polish, renderer, device, score, method, detector, det_score, det_top_k, detections_out,
                       depth_sweep=depth_sweep, hypotheses=hypotheses)
+    elif len(images or []) > 1 or (images and images[0].is_dir()) or any(
+            o is not None for o in (json_dir, jsonl, overlay_dir)):
+        from posekit.cli.estimate_many import many_mode
+
+        many_mode(images or [], cad, units, model, bbox or [], camera, K, top_k, refine, refiner_ws, iters, polish,
+                  renderer, device, score, method, center, detector, det_score, det_top_k, depth_sweep, json_dir,
+                  jsonl, overlay_dir, boxes, objects,
+                  {"--json": json_out, "--overlay": overlay, "--strip": strip, "--init": init, "--mask": mask,
+                   "--detections-out": detections_out}, hypotheses=hypotheses)
     else:
-        _image_mode(image, cad, units, model, bbox or [], camera, K, top_k, refine, refiner_ws, iters, polish,
-                    renderer, init, overlay, strip, json_out, device, score, mask, method, center, detector,
-                    det_score, det_top_k, detections_out, depth_sweep=depth_sweep, hypotheses=hypotheses)
+        _image_mode(images[0] if images else None, cad, units, model, bbox or [], camera, K, top_k, refine,
+                    refiner_ws, iters, polish, renderer, init, overlay, strip, json_out, device, score, mask, method,
+                    center, detector, det_score, det_top_k, detections_out, depth_sweep=depth_sweep,
+                    hypotheses=hypotheses)
 
 
 def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refiner_ws, iters, polish, renderer,
                 init, overlay, strip, json_out, device, score=None, mask=None, method="auto", center=False,
                 detector=None, det_score=0.5, det_top_k=None, detections_out=None, depth_sweep=False,
                 hypotheses=False) -> None:
-    from posekit.cad.load import load_model
     from posekit.data.types import Observation, PoseEstimate
     from posekit.estimate import inputs
+    from posekit.estimate.choose import Choice, Missing
+    from posekit.estimate.pipeline import Detection, describe
+
+    if image is None:
+        raise InputError("give an IMAGE (or --dataset DIR for dataset mode)")
+    if cad is None:
+        raise InputError("--cad is required: the object's CAD file")
+    started = time.perf_counter()
+    loaded = inputs.read_image(image)
+    rgb = loaded.rgb
+    obj = _load_part(cad, units, center)
+    missing: list[Missing] = []
+    cam, cam_source = inputs.find_camera(loaded, image, camera, K)
+    if cam is None:
+        missing.append(Missing("the camera intrinsics", f"--K fx,fy,cx,cy, --camera camera.json, or a camera.json "
+                               f"(fx, fy, cx, cy, width, height) beside the image ({cam_source})"))
+    detections = [Detection(1, inputs.parse_bbox(b, cam)) for b in bboxes] if cam is not None else []
+    if (bboxes or init is not None) and detector is not None:
+        raise InputError("--detector finds the part where no --bbox (or --init) is given: give one or the other")
+    target_mask = inputs.load_mask(mask, cam) if mask is not None and cam is not None else None
+    init_est = None
+    choices = [Choice("image", loaded.describe())] + ([] if cam is None else [Choice("camera", cam_source)])
+    if init is not None:
+        poses = inputs.load_poses_json(init)
+        if bboxes and len(bboxes) != len(poses):
+            raise InputError(f"--init {init} holds {len(poses)} pose(s) but {len(bboxes)} --bbox were given")
+        init_est = [PoseEstimate(obj_id=1, R=R0, t=t0, history=[{"stage": "init", "R": R0.tolist(), "t": t0.tolist()}])
+                    for R0, t0 in poses]
+        choices.append(Choice("coarse", f"none: {len(poses)} pose(s) from --init {init}"))
+    estimator = _open_stages(obj, cad, model, method, bool(bboxes), init_est, detector, det_score, det_top_k, top_k,
+                             refine, refiner_ws, iters, score, polish, renderer, device, depth_sweep, choices, missing,
+                             hypotheses=hypotheses)
+    det_ws = estimator.detector
+    obs = Observation(image=rgb, camera=cam, bbox=detections[0].bbox if detections else None, mask=target_mask)
+    try:
+        found = estimator.run(obs, detections or None, init=init_est)
+    finally:
+        _close_stages(estimator)
+    results = found.estimates
+    if det_ws is not None and not found.detections:
+        raise NotFound(_not_found_message(image, obj, estimator))
+    if detections_out is not None:
+        from posekit.estimate.batch import write_detections
+
+        im_id = inputs.image_id(image)
+        write_detections(detections_out, [(0, im_id if im_id is not None else 0, d, results[0].timings.get("detect", 0.0)
+                                           if results else 0.0) for d in found.detections])
+        typer.echo(f"wrote {detections_out}", err=True)
+    run = {**describe(estimator), "command": shlex.join(["posekit", *sys.argv[1:]]), "cad_units": obj.units_note,
+           "wall_s": time.perf_counter() - started}
+    record = _record(image, loaded, cad, cam, choices, run, results)
+    failed = [(i, e.failed) for i, e in enumerate(results) if e.failed]
+    if json_out is not None:
+        _write_json_atomic(json_out, record)
+        if not failed:
+            typer.echo(f"wrote {json_out}", err=True)
+    else:
+        typer.echo(json.dumps(record, indent=2))
+    drawn = [e for e in results if not e.failed]
+    if overlay is not None and drawn:
+        _write_overlay(overlay, rgb, cam, obj, drawn, detections=found.detections if det_ws else None)
+        if not failed:
+            typer.echo(f"wrote {overlay}", err=True)
+    if strip is not None and drawn:
+        _write_overlay(strip, rgb, cam, obj, drawn, strip=True)
+        if not failed:
+            typer.echo(f"wrote {strip}", err=True)
+    if failed:
+        raise PoseFailed(_failed_message(image, results, failed, json_out))
+
+
+def _load_part(cad: Path, units: str, center: bool):
+    """The part as image mode uses it. Its symmetries are not looked for: no stage of an estimate reads them (the
+    templates record none, a trained refiner or detector has its own), and their search costs about 0.4 s of every
+    call."""
+    from posekit.cad.load import load_model
+
+    return load_model(cad, units=units, obj_id=1, center=center, symmetries="none")
+
+
+def _record(image, loaded, cad, cam, choices, run: dict, results) -> dict:
+    """The JSON record of one image's estimate: what `--json` writes (one line of `--jsonl`)."""
+    from posekit.estimate.pipeline import estimate_to_json
+
+    return {"image": str(image), "image_read": loaded.record(), "cad": str(cad),
+            "camera": {"K": cam.K.tolist(), "width": cam.width, "height": cam.height},
+            "chosen": {c.stage: c.what for c in choices}, "run": run,
+            "poses": [estimate_to_json(e) for e in results]}
+
+
+def _not_found_message(image, obj, estimator) -> str:
+    det_score = estimator.config.det_score
+    least = det_score if det_score is not None else getattr(estimator.detector, "default_score", 0.5)
+    return (f"{image}: no {obj.name} found (no detection scored {least:.2f} or more; --det-score sets the "
+            "threshold)")
+
+
+def _failed_message(image, results, failed, written) -> str:
+    i, why = failed[0]
+    where = f" (marked \"failed\" in {written})" if written is not None else ""
+    return (f"{image}: pose {i + 1} of {len(results)} failed: {why}{where}"
+            + (f"; {len(failed) - 1} more failed" if len(failed) > 1 else ""))
+
+
+def _close_stages(estimator) -> None:
+    """Close what an estimator's stages hold open (a refiner's renderers, a detector's)."""
+    for stage in {id(s): s for s in (estimator.refiner, estimator.detector, estimator.scorer) if s is not None}.values():
+        if hasattr(stage, "close"):
+            stage.close()
+
+
+def _open_stages(obj, cad, model, method, boxes_given: bool, init_est, detector, det_score, det_top_k, top_k, refine,
+                 refiner_ws, iters, score, polish, renderer, device, depth_sweep, choices: list, missing: list,
+                 hypotheses: bool = False):
+    """Choose, check and open every stage of an image-mode run once: the detector (where no box and no --init
+    pose is given), the coarse stage and the refiner; returns the :class:`PoseEstimator` over them (close it with
+    :func:`_close_stages`). ``choices`` receives what was chosen, in the order it is printed (printed here, once
+    all of it has loaded); ``missing`` holds what the caller already found missing and receives what else is:
+    all of it is named in one error before any long work (a build of the part's templates)."""
     from posekit.estimate.choose import (
         Choice,
         Missing,
@@ -193,51 +342,17 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
         missing_message,
         with_depth_sweep,
     )
-    from posekit.estimate.pipeline import (
-        Detection,
-        EstimatorConfig,
-        Hypotheses,
-        PoseEstimator,
-        describe,
-        estimate_to_json,
-    )
+    from posekit.estimate.pipeline import EstimatorConfig, Hypotheses, PoseEstimator
 
-    if image is None:
-        raise InputError("give an IMAGE (or --dataset DIR for dataset mode)")
-    if cad is None:
-        raise InputError("--cad is required: the object's CAD file")
-    started = time.perf_counter()
-    loaded = inputs.read_image(image)
-    rgb = loaded.rgb
-    obj = load_model(cad, units=units, obj_id=1, center=center)
-    missing: list[Missing] = []
-    cam, cam_source = inputs.find_camera(loaded, image, camera, K)
-    if cam is None:
-        missing.append(Missing("the camera intrinsics", f"--K fx,fy,cx,cy, --camera camera.json, or a camera.json "
-                               f"(fx, fy, cx, cy, width, height) beside the image ({cam_source})"))
-    detections = [Detection(1, inputs.parse_bbox(b, cam)) for b in bboxes] if cam is not None else []
     detector_path, template_detector = None, False
-    if not bboxes and init is None:
+    if not boxes_given and init_est is None:
         detector_path, det_choice = find_detector([obj], detector)
         if detector_path is None:  # no trained detector: find the part with its templates (no training)
             template_detector = True
             det_choice = Choice("detect", "templates: the training-free detector on the part's templates")
-    elif detector is not None:
-        raise InputError("--detector finds the part where no --bbox (or --init) is given: give one or the other")
-    target_mask = inputs.load_mask(mask, cam) if mask is not None and cam is not None else None
-    init_est = None
-    choices = [Choice("image", loaded.describe())] + ([] if cam is None else [Choice("camera", cam_source)])
-    if detector_path is not None or template_detector:
         choices.append(det_choice)
     coarse_path, build_templates_now = None, False
-    if init is not None:
-        poses = inputs.load_poses_json(init)
-        if bboxes and len(bboxes) != len(poses):
-            raise InputError(f"--init {init} holds {len(poses)} pose(s) but {len(bboxes)} --bbox were given")
-        init_est = [PoseEstimate(obj_id=1, R=R0, t=t0, history=[{"stage": "init", "R": R0.tolist(), "t": t0.tolist()}])
-                    for R0, t0 in poses]
-        choices.append(Choice("coarse", f"none: {len(poses)} pose(s) from --init {init}"))
-    else:
+    if init_est is None:
         coarse_path, choice = find_coarse(obj, model, method)
         if choice is None and method == "regress" and detector_path is not None:
             coarse_path, choice = detector_path, Choice("coarse", "regress: the detector's regressed poses")
@@ -286,57 +401,13 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
     refiner = _open_refiner(refine_kind, refiner_path, [obj], device, renderer, depth_sweep)
     for c in choices:  # what this run uses, once all of it has loaded
         typer.echo(f"posekit: {c.stage:<7} {c.what}", err=True)
-    scorer = _hypotheses_scorer(hypotheses, refiner, [obj], device, renderer)
+    scorer = _hypotheses_scorer(hypotheses and init_est is None, refiner, [obj], device, renderer)
     config = EstimatorConfig(top_k=top_k, refine_iters=iters, polish_steps=polish, refine_score=score,
                              det_score=det_score, det_top_k=det_top_k or None,
-                             hypotheses=Hypotheses() if hypotheses else None)
+                             hypotheses=Hypotheses() if hypotheses and init_est is None else None)
     estimator = PoseEstimator({1: obj}, coarse=coarse, refiner=refiner, config=config, detector=det_ws, scorer=scorer)
-    obs = Observation(image=rgb, camera=cam, bbox=detections[0].bbox if detections else None, mask=target_mask)
-    try:
-        found = estimator.run(obs, detections or None, init=init_est)
-    finally:
-        for stage in (refiner, det_ws, scorer):
-            if stage is not None and hasattr(stage, "close"):
-                stage.close()
-    results = found.estimates
-    if det_ws is not None and not found.detections:
-        least = det_score if det_score is not None else getattr(det_ws, "default_score", 0.5)
-        raise NotFound(f"{image}: no {obj.name} found (no detection scored {least:.2f} or more; --det-score sets "
-                       "the threshold)")
-    if detections_out is not None:
-        from posekit.estimate.batch import write_detections
-
-        im_id = inputs.image_id(image)
-        write_detections(detections_out, [(0, im_id if im_id is not None else 0, d, results[0].timings.get("detect", 0.0)
-                                           if results else 0.0) for d in found.detections])
-        typer.echo(f"wrote {detections_out}", err=True)
-    run = {**describe(estimator), "command": shlex.join(["posekit", *sys.argv[1:]]), "cad_units": obj.units_note,
-           "wall_s": time.perf_counter() - started}
-    record = {"image": str(image), "image_read": loaded.record(), "cad": str(cad),
-              "camera": {"K": cam.K.tolist(), "width": cam.width, "height": cam.height},
-              "chosen": {c.stage: c.what for c in choices}, "run": run,
-              "poses": [estimate_to_json(e) for e in results]}
-    failed = [(i, e.failed) for i, e in enumerate(results) if e.failed]
-    if json_out is not None:
-        _write_json_atomic(json_out, record)
-        if not failed:
-            typer.echo(f"wrote {json_out}", err=True)
-    else:
-        typer.echo(json.dumps(record, indent=2))
-    drawn = [e for e in results if not e.failed]
-    if overlay is not None and drawn:
-        _write_overlay(overlay, rgb, cam, obj, drawn, detections=found.detections if det_ws else None)
-        if not failed:
-            typer.echo(f"wrote {overlay}", err=True)
-    if strip is not None and drawn:
-        _write_overlay(strip, rgb, cam, obj, drawn, strip=True)
-        if not failed:
-            typer.echo(f"wrote {strip}", err=True)
-    if failed:
-        i, why = failed[0]
-        where = f" (marked \"failed\" in {json_out})" if json_out is not None else ""
-        raise PoseFailed(f"{image}: pose {i + 1} of {len(results)} failed: {why}{where}"
-                         + (f"; {len(failed) - 1} more failed" if len(failed) > 1 else ""))
+    startup_done()
+    return estimator
 
 
 def _template_detector(obj, coarse, device: str, choices: list):
@@ -467,9 +538,7 @@ def _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k
     try:
         results = estimate_dataset(estimator, ds, tgts, split=split, boxes=boxes, detections=detections, found=found)
     finally:
-        for stage in (refiner, det_ws, scorer):
-            if stage is not None and hasattr(stage, "close"):
-                stage.close()
+        _close_stages(estimator)
     write_results(out, results)
     if detections_out is not None:
         write_detections(detections_out, found)

@@ -51,5 +51,5 @@ def _register() -> None:
 _register()
 
 
-def main() -> None:  # pragma: no cover - console entry for `python -m posekit`
+def main() -> None:  # pragma: no cover - the `posekit` command and `python -m posekit`
     run_guarded(app)

@@ -237,6 +237,29 @@ def camera_from_option(text: str, width: int, height: int) -> Camera:
     return Camera.from_fxfycxcy(fx, fy, cx, cy, width, height)
 
 
+#: the file endings read from a folder of photos (other files in it are left alone)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def image_paths(args) -> list[Path]:
+    """The images that IMAGE arguments name, in order: a file as given (read later: an unreadable one is that
+    image's problem), a folder as its files ending in ``IMAGE_SUFFIXES``, sorted by name. InputError naming the
+    path for one that does not exist or a folder with no image in it, before any work."""
+    out: list[Path] = []
+    for arg in args:
+        path = Path(arg)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not found:
+                raise InputError(f"{path}: a folder with no image in it ({', '.join(IMAGE_SUFFIXES)})")
+            out.extend(found)
+        elif path.exists():
+            out.append(path)
+        else:
+            raise InputError(f"{path}: no such image file")
+    return out
+
+
 def image_id(image_path: str | Path) -> int | None:
     """The BOP image id a file name gives (000123.png -> 123), or None."""
     try:
@@ -296,27 +319,41 @@ def find_camera(image: np.ndarray | LoadedImage, image_path: str | Path, camera:
         image = image.rgb
     h, w = image.shape[:2]
     image_path = Path(image_path)
+    kind, where, source = camera_source(image_path, camera, K)
+    if kind == "K":
+        cam = camera_from_option(K, w, h)
+    elif kind == "scene":
+        cam = scene_camera_entry(where, image_path, w, h)
+    elif kind == "file":
+        cam = camera_from_json(where, w, h)
+    else:
+        return None, source
+    check_camera_fits(cam, image_path, w, h, source, orientation)
+    return cam, source
+
+
+def camera_source(image_path: str | Path, camera: str | Path | None,
+                  K: str | None) -> tuple[str | None, Path | None, str]:
+    """Where :func:`find_camera` takes an image's camera from, without reading the image: (kind, file, description)
+    with kind ``"K"`` (--K), ``"scene"`` (a BOP scene_camera.json, entry by the image's id), ``"file"`` (a camera
+    JSON), or None (file None, the description says what was looked for)."""
+    image_path = Path(image_path)
     if camera is not None and K is not None:
         raise InputError("give either --camera or --K, not both")
     if K is not None:
-        cam, source = camera_from_option(K, w, h), "--K"
-    elif camera is not None:
+        return "K", None, "--K"
+    if camera is not None:
         camera = Path(camera)
         if camera.is_file() and _is_scene_camera(camera):
-            cam, source = scene_camera_entry(camera, image_path, w, h), f"{camera} (image {image_id(image_path)})"
-        else:
-            cam, source = camera_from_json(camera, w, h), str(camera)
-    else:
-        beside = image_path.parent / "camera.json"
-        scene = image_path.parent.parent / "scene_camera.json"
-        if beside.is_file():
-            cam, source = camera_from_json(beside, w, h), f"{beside} (beside the image)"
-        elif scene.is_file() and image_id(image_path) is not None:
-            cam, source = scene_camera_entry(scene, image_path, w, h), f"{scene} (image {image_id(image_path)})"
-        else:
-            return None, f"no --camera / --K, no {beside}, no {scene}"
-    check_camera_fits(cam, image_path, w, h, source, orientation)
-    return cam, source
+            return "scene", camera, f"{camera} (image {image_id(image_path)})"
+        return "file", camera, str(camera)
+    beside = image_path.parent / "camera.json"
+    scene = image_path.parent.parent / "scene_camera.json"
+    if beside.is_file():
+        return "file", beside, f"{beside} (beside the image)"
+    if scene.is_file() and image_id(image_path) is not None:
+        return "scene", scene, f"{scene} (image {image_id(image_path)})"
+    return None, None, f"no --camera / --K, no {beside}, no {scene}"
 
 
 def resolve_camera(image: np.ndarray | LoadedImage, image_path: str | Path, camera: str | Path | None, K: str | None) -> Camera:
@@ -335,17 +372,24 @@ MIN_BOX_SIDE = 16
 MIN_BOX_INSIDE = 0.5
 
 
-def parse_bbox(text: str, camera: Camera) -> tuple[float, float, float, float]:
-    """`x,y,w,h` in pixels: finite, each side at least ``MIN_BOX_SIDE`` pixels, at least ``MIN_BOX_INSIDE`` of its
-    area inside the image. InputError otherwise, before any work."""
+def bbox_numbers(text: str) -> tuple[float, float, float, float]:
+    """`x,y,w,h` as numbers, whatever the image: finite, each side at least ``MIN_BOX_SIDE`` pixels. InputError
+    otherwise (what :func:`parse_bbox` checks before the box's place in the image)."""
     x, y, w, h = _finite(text.split(","), 4, f"--bbox must be x,y,w,h (4 finite numbers), got {text!r}")
     if w <= 0 or h <= 0:
         raise InputError(f"--bbox {text}: width and height must be positive")
-    if x >= camera.width or y >= camera.height or x + w <= 0 or y + h <= 0:
-        raise InputError(f"--bbox {text} lies outside the {camera.width}x{camera.height} image")
     if min(w, h) < MIN_BOX_SIDE:
         raise InputError(f"--bbox {text}: a side of {min(w, h):g} px is too small (at least {MIN_BOX_SIDE} px: two "
                          "cells of the 8-px feature map; a pose from less is not to be trusted)")
+    return (float(x), float(y), float(w), float(h))
+
+
+def parse_bbox(text: str, camera: Camera) -> tuple[float, float, float, float]:
+    """`x,y,w,h` in pixels: finite, each side at least ``MIN_BOX_SIDE`` pixels, at least ``MIN_BOX_INSIDE`` of its
+    area inside the image. InputError otherwise, before any work."""
+    x, y, w, h = bbox_numbers(text)
+    if x >= camera.width or y >= camera.height or x + w <= 0 or y + h <= 0:
+        raise InputError(f"--bbox {text} lies outside the {camera.width}x{camera.height} image")
     inside = (max(0.0, min(x + w, camera.width) - max(x, 0.0)) * max(0.0, min(y + h, camera.height) - max(y, 0.0)))
     if inside < MIN_BOX_INSIDE * w * h:
         raise InputError(f"--bbox {text}: only {100 * inside / (w * h):.0f} % of it lies inside the "

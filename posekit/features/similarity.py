@@ -32,7 +32,10 @@ def mask_weights(mask: torch.Tensor, stride: int, size: tuple[int, int] | None =
 def fold_references(features: torch.Tensor, weights: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """(N, C h w) references ready for :func:`similarity_matrix`: cell-normalised maps times m / sum(m)."""
     w = weights / weights.flatten(1).sum(1).clamp_min(eps)[:, None, None]
-    return (cell_normalise(features.float()) * w[:, None]).flatten(1)
+    # in place on one float32 copy: the same numbers as cell_normalise(...) * w, with two fewer passes over the
+    # (N, C, h, w) maps (what opening a workspace of thousands of templates costs at start-up)
+    x = features.to(torch.float32, copy=True)
+    return x.div_(x.norm(dim=1, keepdim=True).clamp_min(eps)).mul_(w[:, None]).flatten(1)
 
 
 def similarity_matrix(queries: torch.Tensor, folded: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
