@@ -51,11 +51,13 @@ class Hypotheses:
     (:meth:`~posekit.methods.featurefit.FeatureRefiner.score_poses`); the best goes on to refinement.
     The defaults: +-25 % holds a box 20 % too small or too large (the template detector's boxes often cover part of
     the part); 7 depths are 8.3 % apart, so the feature search's last depth sweep (+-8 %) reaches the truth from the
-    nearest; 3 views because a wrong first view is the other error of a box's match."""
+    nearest; 3 views because a wrong first view is the other error of a box's match; 256-px windows because stride-8
+    maps of 256-px crops are the depth evidence that measured unbiased for the depth sweep (docs/benchmarks.md)."""
 
     views: int = 3
     depth_range: float = 0.25
     depths: int = 7
+    crop: int = 256
 
     def scales(self) -> np.ndarray:
         return 1.0 + np.linspace(-self.depth_range, self.depth_range, self.depths)
@@ -196,7 +198,7 @@ class PoseEstimator:
             ts.append(np.stack([t * s for _, t, _ in views for s in scales]))
             view_scores.append([v for _, _, v in views])
         keys = [self.models[e.obj_id].mesh_hash for e in estimates]
-        scores = self.scorer.score_poses(obs, keys, np.stack(Rs), np.stack(ts))
+        scores = self.scorer.score_poses(obs, keys, np.stack(Rs), np.stack(ts), size=hc.crop)
         seconds = time.perf_counter() - start
         out = []
         for i, e in enumerate(estimates):
