@@ -11,34 +11,26 @@ from pathlib import Path
 import typer
 
 from posekit.cli._common import CENTER_HELP, guarded, pause_gc_for_startup, startup_done
-from posekit.errors import InputError, PosekitError
-
-
-class NotFound(PosekitError):
-    """The detector found nothing: exit code 1 (the input was fine, the part is not seen)."""
-
-    exit_code = 1
-
-
-class PoseFailed(PosekitError):
-    """A pose came out implausible (behind the camera, or too far for the part to be seen): exit code 1."""
-
-    exit_code = 1
+from posekit.cli._stages import (
+    SCORE_MODES,
+    NotFound,
+    PoseFailed,
+    close_stages,
+    failed_message,
+    hypotheses_scorer,
+    image_record,
+    load_part,
+    not_found_message,
+    objects_option,
+    open_refiner,
+    open_stages,
+    write_json_atomic,
+    write_overlay,
+)
+from posekit.errors import InputError
 
 METHODS = ("auto", "templates", "aae", "regress")
 REFINERS = ("auto", "none", "deepim", "features")
-SCORE_MODES = {"mask": ("deepim",), "edges": ("deepim",), "features": ("deepim", "features")}  # --score: the refiners it goes with
-
-
-def _objects_option(text: str | None) -> set[int] | None:
-    if not text:
-        return None
-    try:
-        return {int(v) for v in text.split(",")}
-    except ValueError:
-        raise InputError(f"--objects must be comma-separated object ids, got {text!r}") from None
-
-
 def _instances_option(text: str | None) -> int | None:
     """--instances: None (the detector's default), a positive count, or 0 for all."""
     if text is None:
@@ -52,38 +44,6 @@ def _instances_option(text: str | None) -> int | None:
     if n < 1:
         raise InputError(f"--instances must be a positive number or all, got {text!r}")
     return n
-
-
-def _open_refiner(kind: str | None, path: Path | None, models, device: str, renderer: str, depth_sweep: bool = False):
-    """The refinement stage: the DeepIM refiner of a workspace, the training-free feature search (with its last
-    depth sweep when ``depth_sweep``), or None."""
-    if depth_sweep and kind != "features":
-        raise InputError(f"--depth-sweep is the feature search's last stage: use it with --refine features, not {kind or 'none'}")
-    if kind == "features":
-        from posekit.methods.featurefit import FeatureRefiner, search_config
-
-        return FeatureRefiner(models, device=device, renderer=renderer, config=search_config(depth_sweep))
-    if kind != "deepim" or path is None:
-        return None
-    from posekit.methods.refine.refiner import Refiner
-
-    return Refiner.load(path, models=models, device=device, renderer=renderer)
-
-
-def _hypotheses_scorer(wanted: bool, refiner, models, device: str, renderer: str):
-    """The hypotheses stage's scorer when one is wanted and the refiner is not the feature search (which scores
-    them itself): a feature search of its own, used only to score. None otherwise."""
-    if not wanted or hasattr(refiner, "score_poses"):
-        return None
-    from posekit.methods.featurefit import FeatureRefiner
-
-    return FeatureRefiner(models, device=device, renderer=renderer)
-
-
-def _write_json_atomic(path: Path, data) -> None:
-    from posekit.data.jsonio import write_text_atomic
-
-    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 @guarded
@@ -139,7 +99,7 @@ def estimate(
 ) -> None:
     """Estimate 6D poses: rotation from templates (pretrained features) or the AAE codebook, translation from the box,
     optional DeepIM refinement."""
-    pause_gc_for_startup()  # on again once the stages are open (_open_stages), or when this ends
+    pause_gc_for_startup()  # on again once the stages are open (open_stages), or when this ends
     try:
         _estimate(**locals())
     finally:
@@ -222,7 +182,7 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
     started = time.perf_counter()
     loaded = inputs.read_image(image)
     rgb = loaded.rgb
-    obj = _load_part(cad, units, center)
+    obj = load_part(cad, units, center)
     missing: list[Missing] = []
     cam, cam_source = inputs.find_camera(loaded, image, camera, K)
     if cam is None:
@@ -241,7 +201,7 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
         init_est = [PoseEstimate(obj_id=1, R=R0, t=t0, history=[{"stage": "init", "R": R0.tolist(), "t": t0.tolist()}])
                     for R0, t0 in poses]
         choices.append(Choice("coarse", f"none: {len(poses)} pose(s) from --init {init}"))
-    estimator = _open_stages(obj, cad, model, method, bool(bboxes), init_est, detector, det_score, det_top_k, top_k,
+    estimator = open_stages(obj, cad, model, method, bool(bboxes), init_est, detector, det_score, det_top_k, top_k,
                              refine, refiner_ws, iters, score, polish, renderer, device, depth_sweep, choices, missing,
                              hypotheses=hypotheses)
     det_ws = estimator.detector
@@ -249,10 +209,10 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
     try:
         found = estimator.run(obs, detections or None, init=init_est)
     finally:
-        _close_stages(estimator)
+        close_stages(estimator)
     results = found.estimates
     if det_ws is not None and not found.detections:
-        raise NotFound(_not_found_message(image, obj, estimator))
+        raise NotFound(not_found_message(image, obj, estimator))
     if detections_out is not None:
         from posekit.estimate.batch import write_detections
 
@@ -262,195 +222,25 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
         typer.echo(f"wrote {detections_out}", err=True)
     run = {**describe(estimator), "command": shlex.join(["posekit", *sys.argv[1:]]), "cad_units": obj.units_note,
            "wall_s": time.perf_counter() - started}
-    record = _record(image, loaded, cad, cam, choices, run, results)
+    record = image_record(image, loaded, cad, cam, choices, run, results)
     failed = [(i, e.failed) for i, e in enumerate(results) if e.failed]
     if json_out is not None:
-        _write_json_atomic(json_out, record)
+        write_json_atomic(json_out, record)
         if not failed:
             typer.echo(f"wrote {json_out}", err=True)
     else:
         typer.echo(json.dumps(record, indent=2))
     drawn = [e for e in results if not e.failed]
     if overlay is not None and drawn:
-        _write_overlay(overlay, rgb, cam, obj, drawn, detections=found.detections if det_ws else None)
+        write_overlay(overlay, rgb, cam, obj, drawn, detections=found.detections if det_ws else None)
         if not failed:
             typer.echo(f"wrote {overlay}", err=True)
     if strip is not None and drawn:
-        _write_overlay(strip, rgb, cam, obj, drawn, strip=True)
+        write_overlay(strip, rgb, cam, obj, drawn, strip=True)
         if not failed:
             typer.echo(f"wrote {strip}", err=True)
     if failed:
-        raise PoseFailed(_failed_message(image, results, failed, json_out))
-
-
-def _load_part(cad: Path, units: str, center: bool):
-    """The part as image mode uses it. Its symmetries are not looked for: no stage of an estimate reads them (the
-    templates record none, a trained refiner or detector has its own), and their search costs about 0.4 s of every
-    call."""
-    from posekit.cad.load import load_model
-
-    return load_model(cad, units=units, obj_id=1, center=center, symmetries="none")
-
-
-def _record(image, loaded, cad, cam, choices, run: dict, results) -> dict:
-    """The JSON record of one image's estimate: what `--json` writes (one line of `--jsonl`)."""
-    from posekit.estimate.pipeline import estimate_to_json
-
-    return {"image": str(image), "image_read": loaded.record(), "cad": str(cad),
-            "camera": {"K": cam.K.tolist(), "width": cam.width, "height": cam.height},
-            "chosen": {c.stage: c.what for c in choices}, "run": run,
-            "poses": [estimate_to_json(e) for e in results]}
-
-
-def _not_found_message(image, obj, estimator) -> str:
-    det_score = estimator.config.det_score
-    least = det_score if det_score is not None else getattr(estimator.detector, "default_score", 0.5)
-    return (f"{image}: no {obj.name} found (no detection scored {least:.2f} or more; --det-score sets the "
-            "threshold)")
-
-
-def _failed_message(image, results, failed, written) -> str:
-    i, why = failed[0]
-    where = f" (marked \"failed\" in {written})" if written is not None else ""
-    return (f"{image}: pose {i + 1} of {len(results)} failed: {why}{where}"
-            + (f"; {len(failed) - 1} more failed" if len(failed) > 1 else ""))
-
-
-def _close_stages(estimator) -> None:
-    """Close what an estimator's stages hold open (a refiner's renderers, a detector's)."""
-    for stage in {id(s): s for s in (estimator.refiner, estimator.detector, estimator.scorer) if s is not None}.values():
-        if hasattr(stage, "close"):
-            stage.close()
-
-
-def _open_stages(obj, cad, model, method, boxes_given: bool, init_est, detector, det_score, det_top_k, top_k, refine,
-                 refiner_ws, iters, score, polish, renderer, device, depth_sweep, choices: list, missing: list,
-                 hypotheses: bool = False):
-    """Choose, check and open every stage of an image-mode run once: the detector (where no box and no --init
-    pose is given), the coarse stage and the refiner; returns the :class:`PoseEstimator` over them (close it with
-    :func:`_close_stages`). ``choices`` receives what was chosen, in the order it is printed (printed here, once
-    all of it has loaded); ``missing`` holds what the caller already found missing and receives what else is:
-    all of it is named in one error before any long work (a build of the part's templates)."""
-    from posekit.estimate.choose import (
-        Choice,
-        Missing,
-        auto_depth_sweep,
-        build_store_templates,
-        find_coarse,
-        find_detector,
-        find_refiner,
-        missing_message,
-        with_depth_sweep,
-    )
-    from posekit.estimate.pipeline import EstimatorConfig, Hypotheses, PoseEstimator
-
-    detector_path, template_detector = None, False
-    if not boxes_given and init_est is None:
-        detector_path, det_choice = find_detector([obj], detector)
-        if detector_path is None:  # no trained detector: find the part with its templates (no training)
-            template_detector = True
-            det_choice = Choice("detect", "templates: the training-free detector on the part's templates")
-        choices.append(det_choice)
-    coarse_path, build_templates_now = None, False
-    if init_est is None:
-        coarse_path, choice = find_coarse(obj, model, method)
-        if choice is None and method == "regress" and detector_path is not None:
-            coarse_path, choice = detector_path, Choice("coarse", "regress: the detector's regressed poses")
-        if choice is not None:
-            choices.append(choice)
-        elif method == "regress":
-            missing.append(Missing("a pose regressor for this part", f"`posekit train regress --cad {cad}` (or "
-                                   "--model WORKSPACE)"))
-        elif method == "aae":
-            missing.append(Missing("an AAE for this part", f"`posekit train aae --cad {cad}` (or --model WORKSPACE)"))
-        else:
-            build_templates_now = True  # no training needed: made below, once nothing else is missing
-    refine_kind, refiner_path, refine_choice, refine_missing = find_refiner([obj], refine, refiner_ws)
-    if refine_missing is not None:
-        missing.append(refine_missing)
-    if missing:
-        raise InputError(missing_message(missing))
-    if refine_kind is None and (init_est is not None or score or polish):
-        what = "--init" if init_est is not None else ("--score" if score else "--polish")
-        raise InputError(f"{what} needs a refiner: --refine deepim --refiner WORKSPACE "
-                         f"(`posekit train refine --cad {cad}` makes one)")
-    det_ws = None
-    if detector_path is not None:  # opened (and checked against the part) before any long work
-        from posekit.methods.regress import load_workspace as load_regressor
-
-        det_ws = load_regressor(detector_path, device=device, models=[obj])
-    if build_templates_now:
-        typer.echo("posekit: no coarse model for this part yet: building its templates (no training) ...", err=True)
-        coarse_path, choice = build_store_templates(obj, device=device)
-        choices.append(choice)
-    depth_sweep = depth_sweep or auto_depth_sweep(refine, refine_kind, iters, score)
-    if depth_sweep and refine_kind == "features":
-        refine_choice = with_depth_sweep(refine_choice)
-    choices.append(refine_choice)
-    coarse = {}
-    if init_est is None:
-        from posekit.estimate.methods import load_coarse
-
-        coarse[1] = load_coarse(coarse_path, method, device=device, model=obj)
-    if template_detector:
-        det_ws = _template_detector(obj, coarse.get(1), device, choices)
-        if det_top_k is None:
-            det_top_k = 1  # its hits beyond the best are mostly look-alikes: more instances only when asked
-    if score and refine_kind not in SCORE_MODES[score]:
-        raise InputError(f"--score {score} goes with --refine {' or '.join(SCORE_MODES[score])}; the refiner here is {refine_kind}")
-    refiner = _open_refiner(refine_kind, refiner_path, [obj], device, renderer, depth_sweep)
-    for c in choices:  # what this run uses, once all of it has loaded
-        typer.echo(f"posekit: {c.stage:<7} {c.what}", err=True)
-    scorer = _hypotheses_scorer(hypotheses and init_est is None, refiner, [obj], device, renderer)
-    config = EstimatorConfig(top_k=top_k, refine_iters=iters, polish_steps=polish, refine_score=score,
-                             det_score=det_score, det_top_k=det_top_k or None,
-                             hypotheses=Hypotheses() if hypotheses and init_est is None else None)
-    estimator = PoseEstimator({1: obj}, coarse=coarse, refiner=refiner, config=config, detector=det_ws, scorer=scorer)
-    startup_done()
-    return estimator
-
-
-def _template_detector(obj, coarse, device: str, choices: list):
-    """The training-free detector on the part's templates: the coarse stage's own when it is templates, else the
-    model store's (built now if there are none)."""
-    from posekit.estimate.choose import Choice, build_store_templates, find_coarse
-    from posekit.methods.detect import TemplateDetector
-    from posekit.methods.templates import TemplateWorkspace, load_workspace
-
-    if not isinstance(coarse, TemplateWorkspace):
-        path, choice = find_coarse(obj, None, "templates")
-        if path is None:
-            typer.echo("posekit: no templates of this part yet: building them for the detector (no training) ...",
-                       err=True)
-            path, choice = build_store_templates(obj, device=device)
-        choices.append(Choice("detect", f"templates for the detector: {choice.what}"))
-        coarse = load_workspace(path, device=device, model=obj)
-    return TemplateDetector({1: coarse}, {1: obj})
-
-
-def _write_overlay(path: Path, rgb, cam, obj, estimates, strip: bool = False, detections=None) -> None:
-    """The final poses over the image (.png/.jpg), or one frame per stage with every instance at that stage:
-    animated (.gif) or side by side (strip); a detector's boxes and masks under them. The estimates of one batch
-    share their stages."""
-    import numpy as np
-
-    from posekit.data.jsonio import save_image_atomic
-    from posekit.viz.overlay import draw_detections, draw_poses, pose_strip, save_frames
-
-    if detections:
-        rgb = draw_detections(rgb, detections)
-
-    if path.suffix.lower() == ".gif" or strip:
-        stages = min(len(e.history) for e in estimates)
-        if stages == 0:
-            frames, labels = [[(e.R, e.t) for e in estimates]], ["final"]
-        else:
-            frames = [[(np.asarray(e.history[k]["R"]).reshape(3, 3), np.asarray(e.history[k]["t"])) for e in estimates]
-                      for k in range(stages)]
-            labels = [estimates[0].history[k].get("stage", str(k)) for k in range(stages)]
-        save_frames(path, pose_strip(rgb, cam, obj, frames, labels=labels))
-    else:
-        save_image_atomic(path, draw_poses(rgb, cam, obj, [(e.R, e.t) for e in estimates]))
+        raise PoseFailed(failed_message(image, results, failed, json_out))
 
 
 def _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k, refine, refiner_ws, iters,
@@ -479,7 +269,7 @@ def _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k
     if detections_out is not None and boxes != "detector":
         raise InputError("--detections-out writes the detector's boxes: use it with --boxes detector")
     ds = BopDataset(dataset)
-    wanted = _objects_option(objects)
+    wanted = objects_option(objects)
     tgts = ds.targets(targets, split=split) if targets else ds.targets(split=split)
     obj_ids = sorted({t.obj_id for t in tgts if wanted is None or t.obj_id in wanted})
     det_ws = None
@@ -525,10 +315,10 @@ def _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k
     if refine in ("none", "features") and refiner_ws is not None:
         raise InputError(f"--refiner is a DeepIM workspace: it does not go with --refine {refine}")
     kind = "features" if refine == "features" else ("deepim" if refiner_ws is not None else None)
-    refiner = _open_refiner(kind, refiner_ws, list(models.values()), device, renderer, depth_sweep)
+    refiner = open_refiner(kind, refiner_ws, list(models.values()), device, renderer, depth_sweep)
     if refiner is None and (score or polish):
         raise InputError("--score and --polish need a refiner: --refiner WORKSPACE")
-    scorer = _hypotheses_scorer(hypotheses, refiner, list(models.values()), device, renderer)
+    scorer = hypotheses_scorer(hypotheses, refiner, list(models.values()), device, renderer)
     estimator = PoseEstimator(models, coarse=coarse, refiner=refiner, detector=det_ws, scorer=scorer,
                               config=EstimatorConfig(top_k=top_k, refine_iters=iters, polish_steps=polish,
                                                      refine_score=score, det_score=det_score,
@@ -538,7 +328,7 @@ def _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k
     try:
         results = estimate_dataset(estimator, ds, tgts, split=split, boxes=boxes, detections=detections, found=found)
     finally:
-        _close_stages(estimator)
+        close_stages(estimator)
     write_results(out, results)
     if detections_out is not None:
         write_detections(detections_out, found)

@@ -19,17 +19,17 @@ from pathlib import Path
 
 import typer
 
-from posekit.cli.estimate import (
+from posekit.cli._stages import (
     NotFound,
-    _close_stages,
-    _failed_message,
-    _load_part,
-    _not_found_message,
-    _objects_option,
-    _open_stages,
-    _record,
-    _write_json_atomic,
-    _write_overlay,
+    close_stages,
+    failed_message,
+    image_record,
+    load_part,
+    not_found_message,
+    objects_option,
+    open_stages,
+    write_json_atomic,
+    write_overlay,
 )
 from posekit.errors import InputError, PosekitError
 
@@ -112,7 +112,7 @@ class BoxFile:
         self.path = path
         found = read_detections(path)
         cats = sorted({k[2] for k in found})
-        wanted = _objects_option(objects)
+        wanted = objects_option(objects)
         if wanted is not None and len(wanted) != 1:
             raise InputError(f"--objects: name one object id, the part's in {path} (got {sorted(wanted)})")
         if wanted is None and len(cats) > 1:
@@ -216,12 +216,12 @@ def many_mode(images, cad, units, model, bboxes, camera, K, top_k, refine, refin
     if (bboxes or box_file is not None) and detector is not None:
         raise InputError("--detector finds the part where no --bbox (or --boxes FILE) is given: give one or the other")
     camera_line = _check_cameras(paths, camera, K)
-    obj = _load_part(cad, units, center)
+    obj = load_part(cad, units, center)
     first = f"{paths[0]}" + (f" ... {paths[-1]}" if len(paths) > 1 else "")
     choices = [Choice("images", f"{len(paths)}: {first}"), Choice("camera", camera_line)]
     if box_file is not None:
         choices.append(Choice("boxes", box_file.describe()))
-    estimator = _open_stages(obj, cad, model, method, bool(bboxes) or box_file is not None, None, detector, det_score,
+    estimator = open_stages(obj, cad, model, method, bool(bboxes) or box_file is not None, None, detector, det_score,
                              det_top_k, top_k, refine, refiner_ws, iters, score, polish, renderer, device,
                              depth_sweep, choices, [], hypotheses=hypotheses)
     run = {**describe(estimator), "command": shlex.join(["posekit", *sys.argv[1:]]), "cad_units": obj.units_note}
@@ -242,7 +242,7 @@ def many_mode(images, cad, units, model, bboxes, camera, K, top_k, refine, refin
         else:
             written, failed = estimate_all(None)
     finally:
-        _close_stages(estimator)
+        close_stages(estimator)
     wall = time.perf_counter() - started
     where = str(json_dir or jsonl or "stdout") + (f", overlays to {overlay_dir}" if overlay_dir is not None else "")
     typer.echo(f"posekit: {len(paths) - len(failed)} of {len(paths)} images estimated in {wall:.1f} s "
@@ -278,7 +278,7 @@ def _run_all(paths, estimator, obj, cad, camera, K, bboxes, box_file, choices, r
                 obs = Observation(image=loaded.rgb, camera=cam, bbox=dets[0].bbox if dets else None)
                 found = estimator.run(obs, dets)
                 if estimator.detector is not None and not found.detections:
-                    raise NotFound(_not_found_message(path, obj, estimator))
+                    raise NotFound(not_found_message(path, obj, estimator))
             except PosekitError as exc:
                 message = str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}"
                 tqdm.write(f"posekit: skipped: {message}", file=sys.stderr)
@@ -287,22 +287,22 @@ def _run_all(paths, estimator, obj, cad, camera, K, bboxes, box_file, choices, r
                 continue
             results = found.estimates
             chosen = [Choice("image", loaded.describe()), Choice("camera", source)] + choices[2:]
-            record = _record(path, loaded, cad, cam, chosen, {**run, "wall_s": time.perf_counter() - start},
+            record = image_record(path, loaded, cad, cam, chosen, {**run, "wall_s": time.perf_counter() - start},
                              results)
             out = None
             if json_dir is not None:
                 out = json_dir / f"{path.stem}.json"
-                _write_json_atomic(out, record)
+                write_json_atomic(out, record)
             else:
                 lines.write(record)
             written += 1
             drawn = [e for e in results if not e.failed]
             if overlay_dir is not None and drawn:
-                _write_overlay(overlay_dir / f"{path.stem}.png", loaded.rgb, cam, obj, drawn,
+                write_overlay(overlay_dir / f"{path.stem}.png", loaded.rgb, cam, obj, drawn,
                                detections=found.detections if estimator.detector is not None else None)
             bad = [(i, e.failed) for i, e in enumerate(results) if e.failed]
             if bad:
-                tqdm.write(f"posekit: failed: {_failed_message(path, results, bad, out)}", file=sys.stderr)
+                tqdm.write(f"posekit: failed: {failed_message(path, results, bad, out)}", file=sys.stderr)
                 failed.append(str(path))
             bar.update(1)
     finally:
