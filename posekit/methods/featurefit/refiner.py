@@ -123,16 +123,16 @@ def pick_depth(t: np.ndarray, scales: np.ndarray, scores: np.ndarray, subgrid: b
     return np.where(inside[:, None], t * scale[:, None], t)
 
 
-def _axis_turns(deg: np.ndarray) -> np.ndarray:
-    """(B, 6, 3, 3) camera-frame turns by +-deg[b] about x, y, z."""
+def _axis_turns(deg: np.ndarray, axes: int = 3) -> np.ndarray:
+    """(B, 2 axes, 3, 3) camera-frame turns by +-deg[b] about x, y (and z, with axes = 3)."""
     from scipy.spatial.transform import Rotation
 
     B = len(deg)
-    vec = np.zeros((B, 6, 3))
-    for a in range(3):
+    vec = np.zeros((B, 2 * axes, 3))
+    for a in range(axes):
         vec[:, 2 * a, a] = np.radians(deg)
         vec[:, 2 * a + 1, a] = -np.radians(deg)
-    return Rotation.from_rotvec(vec.reshape(-1, 3)).as_matrix().reshape(B, 6, 3, 3)
+    return Rotation.from_rotvec(vec.reshape(-1, 3)).as_matrix().reshape(B, 2 * axes, 3, 3)
 
 
 class FeatureRefiner:
@@ -298,8 +298,8 @@ class FeatureRefiner:
         S = int(size or self.config.crop)
         idx = np.array([self.object_index(k) for k in objects], dtype=np.int64)
         K = np.broadcast_to(observation.camera.K, (B, 3, 3)).astype(np.float64)
-        win = np.stack([[zoom_window(R[b, m], t[b, m], self.corners[idx[b]], K[b], 1.0, self.config.window_scale)
-                         for m in range(M)] for b in range(B)])  # (B, M, 4)
+        win = np.stack([zoom_window(R[b], t[b], self.corners[idx[b]], K[b], 1.0, self.config.window_scale)
+                        for b in range(B)])  # (B, M, 4)
         lo = win[..., :2].min(1)
         hi = (win[..., :2] + win[..., 2:]).max(1)
         side = (hi - lo).max(1)
@@ -323,7 +323,7 @@ class FeatureRefiner:
         pose's render in the crop camera Kc to each candidate's, NaN where there is none (the out-of-plane
         turns and the depth moves: those are rendered)."""
         B = len(R)
-        turns = _axis_turns(rot)[:, :4]  # (B, 4, 3, 3) about the camera's x and y axes through the origin
+        turns = _axis_turns(rot, axes=2)  # (B, 4, 3, 3) about the camera's x and y axes through the origin
         in_plane = ray_turns(t[:, None], np.stack([np.radians(rot), -np.radians(rot)], axis=1))  # (B, 2, 3, 3)
         S = self.config.crop
         mm = shift * S * t[:, 2] / Kc[:, 0, 0]  # the move in mm at the object's depth
