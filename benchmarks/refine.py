@@ -9,6 +9,9 @@
         ms per iteration of every refinement kind in one run (DeepIM cpu, DeepIM on the pretrained trunk,
         the feature search, the feature polish per step), batch 1 and 8, as ratios to the DeepIM cpu refiner.
 
+    python benchmarks/refine.py search RESULTS.csv --refiner features[:KEY=VALUE,...] --out R.csv [--iters 4]
+        The feature search from a results CSV's poses (e.g. the templates'), written as a results CSV (for sweep).
+
     python benchmarks/refine.py speed-search [--images 8] [--results RESULTS.csv] [--write-docs]
         --refine features --depth-sweep with warped in-plane candidates (now) against every candidate rendered, in
         one process on the same frames, alternating: seconds per part, split into render, warps, crops, backbone.
@@ -629,6 +632,35 @@ def components(runs: list[Path], out_dir: Path, objects: list[int] | None = None
     return "\n".join(lines)
 
 
+def search(start: Path, refiner: str, out: Path, iters: int = 4) -> str:
+    """The feature search (``features:KEY=VALUE,...`` settings, e.g. ``warp=false``) from the poses of a results CSV
+    (e.g. the templates'), written as a results CSV for ``sweep`` and ``posekit eval``."""
+    from tqdm import tqdm
+
+    from posekit.data.bop import BopDataset
+    from posekit.data.results import write_results
+    from posekit.data.types import PoseEstimate
+
+    torch_threads()
+    ds = BopDataset(lmo_dev())
+    frames, _ = _frames_and_truth(ds)
+    ref = load_refiner(refiner, ds)
+    found = []
+    try:
+        for key, es in tqdm(sorted(_estimates_by_frame(start).items()), desc="search", file=sys.stderr):
+            begin = time.perf_counter()
+            run = ref.refine(frames[key].observation(), [e.obj_id for e in es], np.stack([e.R for e in es]),
+                             np.stack([e.t for e in es]), iters=iters)
+            sec = (time.perf_counter() - begin) / len(es)
+            R, t = run.final
+            found += [PoseEstimate(e.obj_id, R[i], t[i], score=e.score, scene_id=e.scene_id, im_id=e.im_id, time=sec)
+                      for i, e in enumerate(es)]
+    finally:
+        ref.close()
+    write_results(out, found)
+    return f"wrote {len(found)} poses to {out}: `--refiner {refiner}`, {iters} iterations from {start}"
+
+
 def sweep(runs: list[Path], refiner: str, out_dir: Path, objects: list[int] | None = None,
           targets: Path | None = None) -> str:
     """The feature search's last depth sweep (``features:depth_range=...``) applied to the poses of ``perturbed``
@@ -912,6 +944,11 @@ def main() -> None:
     co.add_argument("--out", type=Path, default=Path("refine_components"))
     co.add_argument("--objects", default=None, help="only these object ids (comma-separated)")
     co.add_argument("--write-docs", action="store_true")
+    se = sub.add_parser("search", help="the feature search from a results CSV's poses, to a results CSV")
+    se.add_argument("start", type=Path)
+    se.add_argument("--refiner", default="features", help="features:KEY=VALUE,... (FeatureFitConfig fields)")
+    se.add_argument("--out", type=Path, required=True)
+    se.add_argument("--iters", type=int, default=4)
     sw = sub.add_parser("sweep", help="the feature search's depth sweep alone on perturbed runs' poses")
     sw.add_argument("runs", type=Path, nargs="+", help="results_*.csv files written by `perturbed`")
     sw.add_argument("--refiner", required=True, help="features:depth_range=...,depth_score=...")
@@ -942,6 +979,9 @@ def main() -> None:
     elif a.what == "speed-kinds":
         body = speed_kinds(a.repeats)
         heading = "Refinement speed by kind (DeepIM, pretrained trunk, features)"
+    elif a.what == "search":
+        print(search(a.start, a.refiner, a.out, a.iters))
+        return
     elif a.what == "speed-search":
         body = speed_search(a.images, a.results)
         heading = "Feature search speed: warped candidates (lmo-dev)"
