@@ -157,12 +157,8 @@ def shared_backbone(device: str | torch.device = "cpu") -> Backbone:
     key = str(torch.device(device))
     if key not in _CACHE:
         net = Backbone(freeze="s32").to(device).eval()
-        _CACHE[key] = net.to(memory_format=torch.channels_last) if net_on_cpu(device) else net
+        _CACHE[key] = net.to(memory_format=torch.channels_last) if torch.device(device).type == "cpu" else net
     return _CACHE[key]
-
-
-def net_on_cpu(device: str | torch.device) -> bool:
-    return torch.device(device).type == "cpu"
 
 
 def trainable_parameters(net: nn.Module) -> Iterable[nn.Parameter]:

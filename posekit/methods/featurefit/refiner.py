@@ -123,16 +123,16 @@ def pick_depth(t: np.ndarray, scales: np.ndarray, scores: np.ndarray, subgrid: b
     return np.where(inside[:, None], t * scale[:, None], t)
 
 
-def _axis_turns(deg: np.ndarray, axes: int = 3) -> np.ndarray:
-    """(B, 2 axes, 3, 3) camera-frame turns by +-deg[b] about x, y (and z, with axes = 3)."""
+def _axis_turns(deg: np.ndarray) -> np.ndarray:
+    """(B, 4, 3, 3) camera-frame turns by +-deg[b] about x and y (the out-of-plane turns)."""
     from scipy.spatial.transform import Rotation
 
     B = len(deg)
-    vec = np.zeros((B, 2 * axes, 3))
-    for a in range(axes):
+    vec = np.zeros((B, 4, 3))
+    for a in range(2):
         vec[:, 2 * a, a] = np.radians(deg)
         vec[:, 2 * a + 1, a] = -np.radians(deg)
-    return Rotation.from_rotvec(vec.reshape(-1, 3)).as_matrix().reshape(B, 2 * axes, 3, 3)
+    return Rotation.from_rotvec(vec.reshape(-1, 3)).as_matrix().reshape(B, 4, 3, 3)
 
 
 class FeatureRefiner:
@@ -230,10 +230,23 @@ class FeatureRefiner:
         into them at size x size (B, 3, size, size)."""
         win = np.stack([zoom_window(R[b], t[b], self.corners[idx[b]], K[b], 1.0, self.config.window_scale)
                         for b in range(len(R))])
+        return (win, *self._cut(img, win, K, size))
+
+    def _cut(self, img: torch.Tensor, win: np.ndarray, K: np.ndarray, size: int) -> tuple[np.ndarray, torch.Tensor]:
+        """The crop intrinsics (B, 3, 3) of windows ``win`` (B, 4) and the image (1, 3, H, W) cut into them at size x
+        size (B, 3, size, size)."""
         Kc = crop_intrinsics(K, win, (size, size))
-        obs = crop_images(img.expand(len(R), -1, -1, -1),
+        obs = crop_images(img.expand(len(win), -1, -1, -1),
                           torch.as_tensor(win, dtype=torch.float32, device=self.device), (size, size))
-        return win, Kc, obs
+        return Kc, obs
+
+    def _union_scores(self, f_obs: torch.Tensor, rgb: torch.Tensor, mask: torch.Tensor, n: int,
+                      feature: str) -> torch.Tensor:
+        """(B, n) similarity of each instance's observed ``feature`` maps f_obs (B, C, h, w) with its n renders rgb
+        (B n, 3, S, S), under the union of their masks (B n, 1, S, S)."""
+        f = self.backbone.features(rgb.to(self.device), feature)
+        w = mask_weights(mask.to(self.device), Backbone.stride(feature), tuple(f.shape[-2:]))
+        return union_similarity(f_obs, f, w, n)
 
     def _observe(self, img: torch.Tensor, idx: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray,
                  feature: str) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
@@ -281,9 +294,7 @@ class FeatureRefiner:
 
             return contour_edge_agreement(obs.repeat_interleave(n, dim=0), mask.to(self.device)).reshape(-1, n)
         f_obs = self.backbone.features(obs, cfg.depth_feature)
-        f = self.backbone.features(rgb.to(self.device), cfg.depth_feature)
-        w = mask_weights(mask.to(self.device), Backbone.stride(cfg.depth_feature), tuple(f.shape[-2:]))
-        return union_similarity(f_obs, f, w, n).cpu().numpy()
+        return self._union_scores(f_obs, rgb, mask, n, cfg.depth_feature).cpu().numpy()
 
     @torch.no_grad()
     def score_poses(self, observation: Observation, objects: Sequence[int | str], R, t, size: int | None = None) -> np.ndarray:
@@ -305,15 +316,10 @@ class FeatureRefiner:
         side = (hi - lo).max(1)
         centre = 0.5 * (lo + hi)
         box = np.concatenate([centre - 0.5 * side[:, None], np.stack([side, side], 1)], axis=1)  # (B, 4)
-        Kc = crop_intrinsics(K, box, (S, S))
-        img = image_tensor(observation.image).to(self.device)
-        obs = crop_images(img.expand(B, -1, -1, -1), torch.as_tensor(box, dtype=torch.float32, device=self.device),
-                          (S, S))
+        Kc, obs = self._cut(image_tensor(observation.image).to(self.device), box, K, S)
         f_obs = self.backbone.features(obs, self.config.feature)
         rgb, mask = self._draw(S, idx, R, t, Kc)
-        f = self.backbone.features(rgb.to(self.device), self.config.feature)
-        w = mask_weights(mask.to(self.device), Backbone.stride(self.config.feature), tuple(f.shape[-2:]))
-        return union_similarity(f_obs, f, w, M).cpu().numpy()
+        return self._union_scores(f_obs, rgb, mask, M, self.config.feature).cpu().numpy()
 
     # ------------------------------------------------------------------ the search
     def _candidates(self, R: np.ndarray, t: np.ndarray, Kc: np.ndarray, rot: np.ndarray, shift: np.ndarray,
@@ -323,7 +329,7 @@ class FeatureRefiner:
         pose's render in the crop camera Kc to each candidate's, NaN where there is none (the out-of-plane
         turns and the depth moves: those are rendered)."""
         B = len(R)
-        turns = _axis_turns(rot, axes=2)  # (B, 4, 3, 3) about the camera's x and y axes through the origin
+        turns = _axis_turns(rot)  # (B, 4, 3, 3) about the camera's x and y axes through the origin
         in_plane = ray_turns(t[:, None], np.stack([np.radians(rot), -np.radians(rot)], axis=1))  # (B, 2, 3, 3)
         S = self.config.crop
         mm = shift * S * t[:, 2] / Kc[:, 0, 0]  # the move in mm at the object's depth
@@ -386,11 +392,8 @@ class FeatureRefiner:
                Kc: np.ndarray, H: np.ndarray | None = None) -> torch.Tensor:
         """(B, C) masked similarities of the candidates' renders (or warps, see ``_draw``) with the observed maps
         (B, C', h, w)."""
-        C = Rc.shape[1]
         rgb, mask = self._draw(self.config.crop, idx, Rc, tc, Kc, H)
-        f = self.backbone.features(rgb.to(self.device), self.config.feature)
-        w = mask_weights(mask.to(self.device), Backbone.stride(self.config.feature), tuple(f.shape[-2:]))
-        return union_similarity(f_obs, f, w, C)
+        return self._union_scores(f_obs, rgb, mask, Rc.shape[1], self.config.feature)
 
     @torch.no_grad()
     def refine(self, observation: Observation, objects: Sequence[int | str], R, t, iters: int = 4,
