@@ -509,3 +509,55 @@ def test_corr_combine_sees_the_photo_only_through_cosines_and_old_workspaces_kee
     assert RefinePreset.from_json(preset.to_json()) == preset
     with pytest.raises(ValueError, match="combine"):
         build_network(dataclasses.replace(preset, combine="sum"))
+
+
+def test_edge_score_with_spread_forgives_a_pixel_or_two_but_not_a_wrong_outline(bracket):
+    """The detector's outline check (``spread=2``): an outline 2 px off the part's real one scores about as the
+    true one (without spread it loses); an outline shifted by a tenth of the diameter still scores lower."""
+    from posekit.features.edges import contour_edge_agreement
+    from posekit.geometry.camera import Camera
+    from posekit.render.gl import OffscreenRenderer
+    from posekit.render.types import RenderObject
+
+    cam = Camera(np.array([[300.0, 0, 63.5], [0, 300.0, 63.5], [0, 0, 1]]), 128, 128)
+    R = random_rotations(1, 7)[0]
+    t = np.array([0.0, 0.0, 4.0 * bracket.diameter])
+    rng = np.random.default_rng(0)
+    bg = np.kron(rng.uniform(0.2, 0.8, (16, 16, 3)), np.ones((8, 8, 1)))
+    px = t[2] / cam.K[0, 0]  # mm per pixel at the part's depth
+    poses = {"truth": t, "2px": t + np.array([2.0 * px, 0, 0]), "far": t + np.array([0.1 * bracket.diameter, 0, 0])}
+    with OffscreenRenderer(128, 128) as r:
+        res = r.render(cam, [RenderObject(bracket, R, t, color=(0.9, 0.6, 0.3))], with_masks=False)
+        image = np.where((res.labels > 0)[..., None], res.rgb / 255.0, bg)
+        masks = [r.render(cam, [RenderObject(bracket, R, tp)], with_masks=False).labels > 0 for tp in poses.values()]
+    obs = torch.as_tensor(image, dtype=torch.float32).permute(2, 0, 1)[None].expand(len(poses), -1, -1, -1)
+    m = torch.as_tensor(np.stack(masks))[:, None].float()
+    plain = dict(zip(poses, contour_edge_agreement(obs, m), strict=True))
+    spread = dict(zip(poses, contour_edge_agreement(obs, m, spread=2), strict=True))
+    assert spread["2px"] > spread["truth"] - 0.05, spread
+    assert plain["2px"] < plain["truth"] - 0.1, plain
+    assert spread["far"] < spread["truth"] - 0.1, spread
+
+
+def test_colour_agreement_tells_the_parts_colours_from_others_under_any_shading():
+    """The detector's colour check: the same colours darker (shading, exposure) agree; another hue does not; the
+    mask decides which pixels count."""
+    from posekit.features.colour import colour_agreement
+
+    rng = np.random.default_rng(3)
+    part = np.zeros((64, 64, 3))
+    part[:, :32] = (0.9, 0.75, 0.1)  # yellow half
+    part[:, 32:] = (0.2, 0.2, 0.2)  # dark grey half
+    part = part + rng.normal(0, 0.02, part.shape)
+    darker = part * 0.6
+    other = part[..., [2, 0, 1]]  # the yellow becomes blue-ish
+    t = lambda a: torch.as_tensor(np.clip(a, 0, 1), dtype=torch.float32).permute(2, 0, 1)[None]  # noqa: E731
+    mask = torch.ones(1, 1, 64, 64)
+    assert colour_agreement(t(part), t(part), mask)[0] > 0.99
+    assert colour_agreement(t(darker), t(part), mask)[0] > 0.8
+    assert colour_agreement(t(other), t(part), mask)[0] < 0.6
+    half = torch.zeros(1, 1, 64, 64)
+    half[..., :32] = 1  # only the yellow half counts: a photo grey there disagrees
+    grey_there = part.copy()
+    grey_there[:, :32] = 0.5
+    assert colour_agreement(t(grey_there), t(part), half)[0] < 0.1

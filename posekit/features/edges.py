@@ -7,6 +7,8 @@ sim-to-real gap.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -19,22 +21,40 @@ def _sobel(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return F.conv2d(xp, k.view(1, 1, 3, 3)), F.conv2d(xp, k.t().reshape(1, 1, 3, 3))
 
 
-def contour_edge_agreement(observed: torch.Tensor, rendered_mask: torch.Tensor, edge_scale: float = 0.05) -> np.ndarray:
+def contour_edge_agreement(observed: torch.Tensor, rendered_mask: torch.Tensor, edge_scale: float = 0.05,
+                            spread: int = 0) -> np.ndarray:
     """(B,) in [0, 1]: mean over the rendered silhouette's contour of |cos| between the contour normal and the
     image gradient, weighted by the gradient's strength (saturating at ``edge_scale`` per pixel).
 
     observed (B, 3, H, W) in [0, 1]; rendered_mask (B, 1, H, W). A pose whose outline runs along the object's
     real outline scores high; one that cuts across texture or background scores low. Classical
-    gradient-orientation matching (as LINE-MOD's templates), so it needs no training.
+    gradient-orientation matching (as LINE-MOD's templates), so it needs no training. ``spread`` > 0: an image
+    edge counts within ``spread`` pixels of the outline (the best within that distance, per orientation, as
+    LINE-MOD spreads its orientations), so that a hypothesis a pixel or two off is not scored as a miss.
     """
     gray = observed.mean(1, keepdim=True)
     gx, gy = _sobel(gray)
     mx, my = _sobel(rendered_mask.float())
     w = torch.sqrt(mx * mx + my * my)
     g = torch.sqrt(gx * gx + gy * gy)
-    cos = (gx * mx + gy * my).abs() / (g * w).clamp_min(1e-8)
     strength = (g / edge_scale).clamp(max=1.0)
-    num = (w * cos * strength).flatten(1).sum(1)
+    if spread <= 0:
+        cos = (gx * mx + gy * my).abs() / (g * w).clamp_min(1e-8)
+        num = (w * cos * strength).flatten(1).sum(1)
+        return (num / w.flatten(1).sum(1).clamp_min(1e-8)).double().cpu().numpy()
+    # 8 orientations over half a turn: the image's evidence for each, spread by a max filter, read at each contour
+    # pixel in the orientation of its normal (interpolated between the two nearest)
+    bins = 8
+    phi = torch.arange(bins, device=g.device, dtype=g.dtype) * (math.pi / bins)
+    c, s = torch.cos(phi).view(1, bins, 1, 1), torch.sin(phi).view(1, bins, 1, 1)
+    ev = (gx * c + gy * s).abs() / g.clamp_min(1e-8) * strength  # (B, bins, H, W)
+    ev = F.max_pool2d(ev, 2 * spread + 1, 1, spread)
+    theta = torch.atan2(my, mx) % math.pi  # (B, 1, H, W) normal orientation in [0, pi)
+    pos = theta / (math.pi / bins)
+    lo = pos.floor().long() % bins
+    frac = pos - pos.floor()
+    e = torch.gather(ev, 1, lo) * (1 - frac) + torch.gather(ev, 1, (lo + 1) % bins) * frac
+    num = (w * e).flatten(1).sum(1)
     return (num / w.flatten(1).sum(1).clamp_min(1e-8)).double().cpu().numpy()
 
 
