@@ -43,7 +43,7 @@ def parse_config(text: str | None):
         key, value = item.split("=", 1)
         if key not in types:
             raise SystemExit(f"unknown detector setting {key!r}; one of {', '.join(types)}")
-        if key == "depth_range":
+        if "tuple" in str(types[key]):  # depth_range=300:2000, verify_scales=1:1.41
             kw[key] = tuple(float(v) for v in value.split(":"))
         elif key == "score":
             kw[key] = value
@@ -96,7 +96,8 @@ def cmd_run(args) -> None:
         times["match_per_part"] = (time.perf_counter() - t0) / len(objects)
         run["images"][key] = {"times": times, "hits": [
             {"obj_id": h.obj_id, "bbox": [round(v, 2) for v in h.bbox], "scores": h.scores,
-             "window": [round(v, 2) for v in h.window]} for h in hits]}
+             "window": [round(v, 2) for v in h.window], "R": np.asarray(h.R).round(6).tolist(),
+             "t": np.asarray(h.t).round(3).tolist()} for h in hits]}
         tmp = out.with_suffix(".tmp")
         tmp.write_text(json.dumps(run))
         tmp.replace(out)

@@ -62,7 +62,7 @@ def estimate(
     K: str | None = typer.Option(None, "--K", help="Intrinsics fx,fy,cx,cy (instead of --camera)."),
     method: str = typer.Option("auto", "--method", help="Coarse method: templates, aae, regress (the detector's own regressed poses), or auto (what the --model workspace holds)."),
     detector: Path | None = typer.Option(None, "--detector", help="Detector workspace from `posekit train regress`: finds the part when no --bbox is given (default: one from the model store, else the training-free template detector)."),
-    det_score: float | None = typer.Option(None, "--det-score", min=0.0, max=1.0, help="Detections below this score are dropped (default: the detector's own: 0.5 for a trained detector, the template detector's calibrated threshold, docs/estimate.md)."),
+    det_score: float | None = typer.Option(None, "--det-score", min=0.0, max=1.0, help="Detections below this score are dropped (default: the detector's own: 0.5 for a trained detector; 0.40 on the template detector's two-cosine match score, docs/estimate.md)."),
     instances: str | None = typer.Option(None, "--instances", help="How many instances of the part to find with no --bbox: N (the N best detections above --det-score) or all (every one above it); default 1 for the template detector, all for a trained one."),
     detections_out: Path | None = typer.Option(None, "--detections-out", help="Write the detections used as a BOP'22 detections JSON (scene_id, image_id, category_id, bbox, score, time)."),
     top_k: int = typer.Option(1, "--top-k", min=1, help="Hypotheses to report (templates / codebook neighbours): the best is the pose, the others are listed as alternatives in the JSON."),

@@ -13,8 +13,13 @@ Three steps per image, all on the frozen ImageNet backbone that the templates we
    scales, ``align_rounds`` rounds of halving steps) to where the full template set matches it best.
 3. **Verification.** The aligned window's best template gives the pose (rotation of the template, translation
    from the window, as the templates' coarse stage does) and the box (the model's projection in that pose);
-   the score is the masked cosine of that best template (``score="cosine"``) or its margin over the mean of
-   all templates on the same crop (``score="contrast"``).
+   that pose is rendered into the window and checked against the photo four ways: the template's masked
+   cosine (``cosine``), the render's s16 cosine under its mask (``rendered``), the share of its outline on the
+   photo's edges (``edges``) and the agreement of the colours under its mask (``colour``, when the model has
+   colours). The default score (``combined``) is the mean of the four for a part with colours (true parts and
+   look-alike clutter score alike on any one of them, less often on all), of the two cosines (``match``) for a
+   part without (lmo-dev, docs/benchmarks.md "Template detector: what ranks the candidates"). A hit is a
+   detection only where ``match`` reaches ``min_score`` and ``edges`` reaches ``min_edges``.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from posekit.geometry.camera import Camera, project_points
 from posekit.methods.templates.workspace import TemplateWorkspace
 from posekit.methods.viewbased import image_tensor, poses_from_entries
 
-SCORES = ("combined", "cosine", "rendered", "contrast", "sharpness", "proposal")
+SCORES = ("combined", "match", "cosine", "rendered", "edges", "colour", "contrast", "sharpness", "proposal")
 
 
 @dataclass(frozen=True)
@@ -54,12 +59,20 @@ class DetectorConfig:
     align_rounds: int = 1
     align_shift: float = 1.0 / 12.0  # first alignment step, share of the window (one feature cell)
     align_scale: float = 2.0 ** (1.0 / 6.0)
+    verify_scales: tuple[float, ...] = (1.0,)  # each candidate's window also verified at these sizes (same centre)
     proposal_norm: str = "none"  # "zscore": each proposal template's response standardised over the photo
     ring: int = 3  # cells: the distance of the eight windows the "sharpness" score compares a peak with
     verify_crop: int = 128  # crop side (px) of the rendered hypothesis' check (0: none, and no "combined" score)
     verify_map: str = "s16"
     score: str = "combined"
-    min_score: float = 0.40  # below: not found (lmo-dev: keeps 92 % of the right top-1 hits, 45 % of the wrong)
+    # below, on the mean of the two cosines (the "match" score), a hit is no detection: on lmo-dev (all 100 images)
+    # it keeps 84 % of the right top-1 hits, 23 % of the wrong and 33 % where the part is absent; the four checks'
+    # mean ranks better but separates worse (docs/benchmarks.md "Template detector: four checks")
+    min_score: float = 0.40
+    # nor is a hit whose outline runs along almost no image gradient: a plain shaded wall's best hits put 5-19 % of
+    # the bracket's outline on edges (half of them under 15 %), a piece of a bracket matched at too small a scale
+    # 24 %; on lmo-dev's photos 95 % of the top-1 hits (right, wrong and absent alike) put 38 % or more
+    min_edges: float = 0.15
     box_overlap: float = 0.6  # verified boxes of one part sharing more than this of the smaller one are one part
 
     def __post_init__(self) -> None:
@@ -339,11 +352,14 @@ class TemplateDetector:
         return best_w, sims
 
     @torch.no_grad()
-    def _render_similarity(self, obj_id: int, image: torch.Tensor, camera: Camera, windows: np.ndarray,
-                           R: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """(B,) masked similarity of each pose hypothesis, rendered into its window, with the photo there, on the
-        backbone's deeper ``verify_map`` (s16: 112 channels of 16-px cells, more about the part's parts than its
-        edges), under the render's mask."""
+    def _render_checks(self, obj_id: int, image: torch.Tensor, camera: Camera, windows: np.ndarray,
+                       R: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
+        """Each pose hypothesis rendered into its window and compared with the photo there: ``rendered`` (B,), the
+        masked similarity on the backbone's deeper ``verify_map`` (s16: 112 channels of 16-px cells, more about
+        the part's parts than its edges), under the render's mask; ``edges``, the share of its outline that runs
+        along the photo's gradients (within 2 px); ``colour``, the agreement of the colours under its mask."""
+        from posekit.features.colour import colour_agreement
+        from posekit.features.edges import contour_edge_agreement
         from posekit.features.similarity import mask_weights, paired_similarity
         from posekit.geometry.camera import crop_K
         from posekit.render.centred import render_model
@@ -365,7 +381,9 @@ class TemplateDetector:
         fa = self.backbone.features(crops.to(self.device), name)
         fb = self.backbone.features(rgb.to(self.device), name)
         w = mask_weights(mask.to(self.device), int(name[1:]), tuple(fa.shape[-2:]))
-        return paired_similarity(fa, fb, w).cpu().numpy()
+        return {"rendered": paired_similarity(fa, fb, w).cpu().numpy(),
+                "edges": contour_edge_agreement(crops, mask, spread=2),
+                "colour": colour_agreement(crops, rgb, mask)}
 
     def close(self) -> None:
         """Release the renderer of the hypotheses' check (if one was opened)."""
@@ -386,11 +404,19 @@ class TemplateDetector:
                                    vals.cpu().numpy()[:, None], obj_id)
         ests = [p[0] for p in poses]
         if self.config.verify_crop > 0:
-            extra = {**extra, "rendered": self._render_similarity(obj_id, image, camera, windows,
-                                                                  np.stack([e.R for e in ests]),
-                                                                  np.stack([e.t for e in ests]))}
-            # the template's match and the rendered hypothesis' deeper match, two cosines on one scale
-            extra["combined"] = 0.5 * (vals.cpu().numpy() + extra["rendered"])
+            extra = {**extra, **self._render_checks(obj_id, image, camera, windows, np.stack([e.R for e in ests]),
+                                                    np.stack([e.t for e in ests]))}
+            cos = vals.cpu().numpy()
+            # the two cosines: what tells a part from no part best (the gate of min_score), and the ranking of a
+            # part without colours of its own (a plain grey STL says nothing about the painted part in the photo)
+            extra["match"] = 0.5 * (cos + extra["rendered"])
+            if self.models[obj_id].vertex_colors is not None:
+                # with colours, four checks, each right where the others fail: the template's match, the rendered
+                # hypothesis' deeper match, its outline on the photo's edges and its colours (lmo-dev: the outline
+                # helps only beside the colours, docs/benchmarks.md "Template detector: what ranks the candidates")
+                extra["combined"] = np.mean([cos, extra["rendered"], extra["edges"], extra["colour"]], axis=0)
+            else:
+                extra["combined"] = extra["match"]
         hits = []
         for i, est in enumerate(ests):
             scores = {"cosine": float(vals[i]), "contrast": float(vals[i] - mean[i]),
@@ -419,8 +445,19 @@ class TemplateDetector:
             windows[order] = aw
             sims = sims.clone()
             sims[torch.as_tensor(order)] = asims
+        grown = [s for s in self.config.verify_scales if s != 1.0]
+        if grown:
+            base = windows
+            more = []
+            for f in grown:
+                c = base[:, 2] * f
+                more.append(np.stack([base[:, 0] + base[:, 2] / 2 - c / 2, base[:, 1] + base[:, 2] / 2 - c / 2, c], 1))
+            more = np.concatenate(more)
+            windows = np.concatenate([base, more])
+            sims = torch.cat([sims, self._match_windows(self.workspaces[obj_id], image, more)])
+            extra = {k: np.tile(v, 1 + len(grown)) for k, v in extra.items()}
         hits = self._hits(obj_id, camera, windows, sims, extra, image)
-        return thin([h for h in hits if h.score >= self.config.min_score], self.config.box_overlap)
+        return thin([h for h in hits if self._passes(h, self.config.min_score)], self.config.box_overlap)
 
     def find(self, image: np.ndarray, camera: Camera, obj_ids: list[int] | None = None,
              top_k: int | None = None) -> tuple[list[TemplateHit], dict[str, float]]:
@@ -454,6 +491,11 @@ class TemplateDetector:
         return out, times
 
 
+    def _passes(self, hit: TemplateHit, thresh: float) -> bool:
+        """Whether a hit is a detection: its gate score reaches ``thresh`` and (where the outline was checked) its
+        outline lies on the photo's edges for at least ``min_edges``."""
+        return _gate(hit) >= thresh and hit.scores.get("edges", 1.0) >= self.config.min_edges
+
     @property
     def default_score(self) -> float:
         """The least score a detection needs when the caller names no threshold."""
@@ -469,18 +511,24 @@ class TemplateDetector:
 
     def detect(self, image: np.ndarray, camera: Camera, score_thresh: float | None = None, top_k: int | None = None,
                labels: dict[int, int] | None = None) -> list[TemplateHit]:
-        """The detect stage's call (as the trained detector's): hits scored ``score_thresh`` or more (default:
-        ``config.min_score``), at most ``top_k`` per part, best first per part; ``labels`` maps this detector's
+        """The detect stage's call (as the trained detector's): hits whose two cosines' mean (``match``) is
+        ``score_thresh`` or more (default: ``config.min_score``), ranked by ``config.score``, at most ``top_k`` per part, best first per part; ``labels`` maps this detector's
         ids to the caller's object ids (parts not in it are not searched)."""
         mapping = labels or {o: o for o in self.workspaces}
         thresh = self.config.min_score if score_thresh is None else float(score_thresh)
         hits, self.last_times = self.find(image, camera, list(mapping), top_k)
         out = []
         for h in hits:
-            if h.score >= thresh:
+            if self._passes(h, thresh):
                 h.obj_id = mapping[h.obj_id]
                 out.append(h)
         return out
+
+
+def _gate(hit: TemplateHit) -> float:
+    """The score that decides whether a hit is a detection at all (``min_score``): the two cosines' mean where
+    the rendered check ran, else the ranking score."""
+    return hit.scores.get("match", hit.score)
 
 
 def _outline_points(model: ObjectModel, n: int = 2000) -> np.ndarray:
