@@ -1,11 +1,12 @@
 """Finding the part with no box: the training-free template detector on real LM-O images (lmo-dev).
 
     python benchmarks/detect_lmo.py run --templates TPL_DIR --out RUN.json [--images N] [--objects 1,5,...]
-                                        [--config KEY=VALUE,...]
+                                        [--config KEY=VALUE,...] [--detector REGRESS_WS]
     python benchmarks/detect_lmo.py eval RUN.json [--score cosine|contrast|proposal] [--top K]
                                         [--detections-out DETS.json]
     python benchmarks/detect_lmo.py crosscheck DETS.json --bop-toolkit BOP_TOOLKIT_DIR [--pycocotools FORK_DIR]
     python benchmarks/detect_lmo.py chain RUN.json --templates TPL_DIR --workdir DIR [--refine]
+    python benchmarks/detect_lmo.py speed --templates TPL_DIR --a KEY=VALUE,... --b KEY=VALUE,... [--images 40:44]
 
 ``run``: every lmo-dev image (or the first N) through :class:`posekit.methods.detect.TemplateDetector` with the
 template workspaces ``TPL_DIR/obj_XXXXXX`` (benchmarks/templates_lmo.py builds them); keeps every verified hit with
@@ -14,6 +15,8 @@ all its scores and the seconds per image (maps, each part), resumable image by i
 boxes), the recall of any kept hit (what ranking could reach), and COCO AP@[.5:.95] as bop_toolkit computes it
 (:mod:`posekit.eval.detection`); ``--detections-out`` writes the ranked hits as a BOP'22 detections file, e.g. for
 bop_toolkit's own ``scripts/eval_bop22_coco.py`` (the cross-check in docs/benchmarks.md).
+``speed``: two detector settings timed in one process, alternating image by image (a warm-up pass, then a timed
+one): median seconds per part, the ratio of b to a, the image's maps, and one part alone (the can, maps included).
 Data from ../shared/data/lmo-dev (or $POSEKIT_DATA/lmo-dev); nothing derived from it enters the repository.
 """
 
@@ -70,6 +73,11 @@ def cmd_run(args) -> None:
     models = {o: ds.load_model(o) for o in objects}
     wss = {o: load_workspace(Path(args.templates) / f"obj_{o:06d}", model=models[o]) for o in objects}
     det = TemplateDetector(wss, models, config)
+    if args.detector:  # the pool: the trained detector's boxes verified beside the templates' candidates
+        from posekit.methods.detect import PooledDetector
+        from posekit.methods.regress import load_workspace as load_regressor
+
+        det = PooledDetector(load_regressor(Path(args.detector), models=list(models.values())), det)
     out = Path(args.out)
     run = json.loads(out.read_text()) if out.is_file() else {
         "config": {f.name: getattr(config, f.name) for f in fields(config)}, "objects": objects, "images": {},
@@ -286,6 +294,44 @@ def cmd_chain(args) -> None:
     print("\n".join(rows))
 
 
+def cmd_speed(args) -> None:
+    from posekit.data.bop import BopDataset
+    from posekit.methods.detect import TemplateDetector
+    from posekit.methods.templates import load_workspace
+
+    torch_threads()
+    ds = BopDataset(lmo_dev())
+    objects = [int(o) for o in args.objects.split(",")]
+    models = {o: ds.load_model(o) for o in objects}
+    wss = {o: load_workspace(Path(args.templates) / f"obj_{o:06d}", model=models[o]) for o in objects}
+    dets = {"a": TemplateDetector(wss, models, parse_config(args.a)),
+            "b": TemplateDetector(wss, models, parse_config(args.b))}
+    lo, hi = (int(v) for v in args.images.split(":"))
+    frames = sorted(ds.frames("test"), key=lambda f: (f.scene_id, f.im_id))[lo:hi]
+    per: dict = {k: [] for k in dets}
+    maps: dict = {k: [] for k in dets}
+    alone: dict = {k: [] for k in dets}
+    for timed in (False, True):
+        for fr in frames:
+            image = fr.rgb()
+            for k, det in dets.items():
+                _, times = det.find(image, fr.camera, objects)
+                t0 = time.perf_counter()
+                det.find(image, fr.camera, objects[:1])
+                if timed:
+                    alone[k].append(time.perf_counter() - t0)
+                    per[k].append(np.mean([v for n, v in times.items() if n.startswith("obj_")]))
+                    maps[k].append(times["maps"])
+    base = np.median(per["a"])
+    print(f"{len(frames)} images x {len(objects)} parts, {os.cpu_count()} cores, torch threads "
+          f"{__import__('torch').get_num_threads()}")
+    print("| setting | per part (median) | ratio | the image's maps | one part alone, maps included |")
+    print("|---|---|---|---|---|")
+    for k, text in (("a", args.a), ("b", args.b)):
+        print(f"| {text or 'defaults'} | {np.median(per[k]):.3f} s | {np.median(per[k]) / base:.2f} | "
+              f"{np.median(maps[k]):.2f} s | {np.median(alone[k]):.2f} s |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -295,6 +341,8 @@ def main() -> None:
     r.add_argument("--images", type=int, default=0)
     r.add_argument("--objects", default="1,5,6,8,9,10,11,12")
     r.add_argument("--config", default="")
+    r.add_argument("--detector", help="a `posekit train regress` workspace of the parts: pool its boxes with the "
+                   "template detector's candidates (every hit then also has the score 'detector' where it proposed)")
     e = sub.add_parser("eval")
     e.add_argument("run")
     e.add_argument("--score", default="combined", help="a score key of the run's hits, or a sum of them (a+b)")
@@ -313,8 +361,15 @@ def main() -> None:
     ch.add_argument("--workdir", required=True)
     ch.add_argument("--score", default="combined")
     ch.add_argument("--refine", action="store_true", help="add --refine features --depth-sweep")
+    sp = sub.add_parser("speed")
+    sp.add_argument("--templates", required=True)
+    sp.add_argument("--a", default="", help="detector settings of the baseline (KEY=VALUE,...; empty: defaults)")
+    sp.add_argument("--b", default="", help="detector settings compared with it")
+    sp.add_argument("--images", default="40:44", help="a slice of lmo-dev's images in (scene, image) order")
+    sp.add_argument("--objects", default="5,1,6,8,9,10,11,12", help="the parts; the first is also timed alone")
     args = ap.parse_args()
-    {"run": cmd_run, "eval": cmd_eval, "crosscheck": cmd_crosscheck, "chain": cmd_chain}[args.cmd](args)
+    {"run": cmd_run, "eval": cmd_eval, "crosscheck": cmd_crosscheck, "chain": cmd_chain,
+     "speed": cmd_speed}[args.cmd](args)
 
 
 if __name__ == "__main__":
