@@ -122,6 +122,54 @@ def test_headline_command_finds_the_bundled_part_with_no_box(tpl_ws, tmp_path):
     assert overlay.is_file()
 
 
+class _BoxesGiven:
+    """A trained detector's interface (``label_of``, ``detect``) over fixed boxes and scores: what the pool is given."""
+
+    def __init__(self, model, boxes_scores):
+        self.model, self.boxes_scores = model, boxes_scores
+
+    def label_of(self, model):
+        assert model.mesh_hash == self.model.mesh_hash
+        return 7
+
+    def detect(self, image, camera, score_thresh=0.5, top_k=None, labels=None):
+        from posekit.methods.regress.workspace import RegressDetection
+
+        dets = [RegressDetection(labels[7], b, s, np.zeros(image.shape[:2], bool), np.eye(3), np.zeros(3))
+                for b, s in self.boxes_scores if s >= score_thresh]
+        return dets[:top_k] if top_k else dets
+
+
+def test_pool_ranks_a_trained_detectors_boxes_by_the_template_checks(detector, part):
+    """The pool verifies the trained detector's boxes with the templates: its right box, scored low by it, comes
+    before its confident box on the background, and keeps its own box and score."""
+    from PIL import Image
+
+    from posekit.estimate.inputs import camera_from_json
+    from posekit.methods.detect import PooledDetector
+
+    image = np.asarray(Image.open(REPO / "assets" / "bracket_scene.png").convert("RGB"))
+    cam = camera_from_json(REPO / "assets" / "camera.json", image.shape[1], image.shape[0])
+    gt = json.loads((REPO / "assets" / "bracket_scene_gt.json").read_text())["bbox"]
+    wrong = (20.0, 20.0, gt[2], gt[3])  # the same size on the scene's empty top-left corner
+    pool = PooledDetector(_BoxesGiven(part, [(wrong, 0.9), (tuple(gt), 0.2)]), detector)
+    mine = detector.verify_boxes(image, cam, 1, [gt, wrong], [0.2, 0.9])
+    right = next(h for h in mine if h.scores["detector"] == 0.2)
+    other = next(h for h in mine if h.scores["detector"] == 0.9)
+    assert right.score > other.score and right.bbox == tuple(float(v) for v in gt)
+    hits = pool.detect(image, cam, score_thresh=0.0, top_k=1)
+    assert len(hits) == 1 and box_iou(hits[0].bbox, gt) >= 0.5, [h.bbox for h in hits]
+
+
+def test_pool_without_a_trained_detector_is_refused_in_one_line(tpl_ws, tmp_path):
+    out = tmp_path / "pose.json"
+    r = posekit_run("estimate", REPO / "assets" / "bracket_scene.png", "--cad", PART, "--model", tpl_ws, "--pool",
+                    "--refine", "none", "--json", out)
+    assert r.returncode == 2, r.stderr
+    assert "trained detector" in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()
+
+
 def test_coco_ap_matches_hand_counts_and_recall_takes_the_top_box():
     from posekit.eval.detection import coco_ap, top1_recall
 

@@ -109,7 +109,7 @@ def close_stages(estimator) -> None:
 
 def open_stages(obj, cad, model, method, boxes_given: bool, init_est, detector, det_score, det_top_k, top_k, refine,
                  refiner_ws, iters, score, polish, renderer, device, depth_sweep, choices: list, missing: list,
-                 hypotheses: bool = False):
+                 hypotheses: bool = False, pool: bool = False):
     """Choose, check and open every stage of an image-mode run once: the detector (where no box and no --init
     pose is given), the coarse stage and the refiner; returns the :class:`PoseEstimator` over them (close it with
     :func:`close_stages`). ``choices`` receives what was chosen, in the order it is printed (printed here, once
@@ -134,6 +134,13 @@ def open_stages(obj, cad, model, method, boxes_given: bool, init_est, detector, 
         if detector_path is None:  # no trained detector: find the part with its templates (no training)
             template_detector = True
             det_choice = Choice("detect", "templates: the training-free detector on the part's templates")
+            if pool:
+                missing.append(Missing("a trained detector to pool with the templates (--pool)",
+                                       f"`posekit train regress --cad {cad}` (or --detector WORKSPACE)"))
+        elif pool:
+            template_detector = True  # opened below, beside the trained one
+            det_choice = Choice("detect", f"pool: {det_choice.what}, and the template detector; all verified "
+                                "and ranked by the templates' checks")
         choices.append(det_choice)
     coarse_path, build_templates_now = None, False
     if init_est is None:
@@ -177,7 +184,13 @@ def open_stages(obj, cad, model, method, boxes_given: bool, init_est, detector, 
 
         coarse[1] = load_coarse(coarse_path, method, device=device, model=obj)
     if template_detector:
-        det_ws = open_template_detector(obj, coarse.get(1), device, choices)
+        templates = open_template_detector(obj, coarse.get(1), device, choices)
+        if det_ws is not None:  # --pool
+            from posekit.methods.detect import PooledDetector
+
+            det_ws = PooledDetector(det_ws, templates)
+        else:
+            det_ws = templates
         if det_top_k is None:
             det_top_k = 1  # its hits beyond the best are mostly look-alikes: more instances only when asked
     if score and refine_kind not in SCORE_MODES[score]:

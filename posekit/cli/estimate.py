@@ -77,6 +77,7 @@ def estimate(
     score: str = typer.Option("none", "--score", help="Keep the best refiner iterate (the start included), not the last: none, mask (silhouette vs the refiner's predicted object mask) or edges (outline vs image edges) with --refine deepim, features (masked similarity of the pretrained backbone's maps) with --refine deepim or features."),
     depth_sweep: bool = typer.Option(False, "--depth-sweep", help="After --refine features: move each pose along its viewing ray to the best of 9 depths in +-8 % (refined between them by a parabola), scored by the pretrained features of 256-px crops (a best at an end of the range keeps the depth; lmo-dev, from 10-deg starts: median depth error 21 -> 18 mm; docs/benchmarks.md)."),
     hypotheses: bool = typer.Option(False, "--hypotheses", help="Between the coarse stage and refinement: the 3 best views at 7 depths in +-25 % of the box's depth, scored on the photo by the pretrained features under the union of their masks; the best goes on (for boxes whose size is not to be trusted, e.g. found ones; docs/estimate.md)."),
+    pool: bool = typer.Option(False, "--pool", help="With a trained detector (--detector or the store's): pool its boxes with the training-free template detector's candidates, all verified and ranked by the template checks (docs/estimate.md)."),
     renderer: str = typer.Option("auto", "--renderer", help="Refiner renderer: auto, pytorch3d or pyrender."),
     init: Path | None = typer.Option(None, "--init", help="Start refinement from the pose in this JSON (R, t in mm; every pose of a `posekit estimate --json` output) instead of the AAE."),
     overlay: Path | None = typer.Option(None, "--overlay", help="Write the pose over the image (.png/.jpg; .gif: one frame per stage, e.g. each refiner iteration)."),
@@ -109,7 +110,7 @@ def estimate(
 def _estimate(images, cad, units, center, model, bbox, camera, K, method, detector, det_score, instances,
               detections_out, top_k, refine, refiner_ws, iters, polish, mask, score, depth_sweep, renderer, init,
               overlay, strip, json_out, json_dir, jsonl, overlay_dir, dataset, split, targets, boxes, model_dir,
-              objects, out, device, hypotheses=False) -> None:
+              objects, out, device, hypotheses=False, pool=False) -> None:
     if method not in METHODS:
         raise InputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
     if score != "none" and score not in SCORE_MODES:
@@ -147,6 +148,8 @@ def _estimate(images, cad, units, center, model, bbox, camera, K, method, detect
             raise InputError("--mask and --bbox are for single-image mode; --dataset takes its boxes from --boxes")
         if json_dir is not None or jsonl is not None or overlay_dir is not None:
             raise InputError("--json-dir, --jsonl and --overlay-dir are for images; --dataset writes --out CSV")
+        if pool:
+            raise InputError("--pool is for images; in dataset mode pool with benchmarks/detect_lmo.py run --detector")
         _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k, refine, refiner_ws, iters,
                       polish, renderer, device, score, method, detector, det_score, det_top_k, detections_out,
                       depth_sweep=depth_sweep, hypotheses=hypotheses)
@@ -158,18 +161,18 @@ def _estimate(images, cad, units, center, model, bbox, camera, K, method, detect
                   renderer, device, score, method, center, detector, det_score, det_top_k, depth_sweep, json_dir,
                   jsonl, overlay_dir, boxes, objects,
                   {"--json": json_out, "--overlay": overlay, "--strip": strip, "--init": init, "--mask": mask,
-                   "--detections-out": detections_out}, hypotheses=hypotheses)
+                   "--detections-out": detections_out}, hypotheses=hypotheses, pool=pool)
     else:
         _image_mode(images[0] if images else None, cad, units, model, bbox or [], camera, K, top_k, refine,
                     refiner_ws, iters, polish, renderer, init, overlay, strip, json_out, device, score, mask, method,
                     center, detector, det_score, det_top_k, detections_out, depth_sweep=depth_sweep,
-                    hypotheses=hypotheses)
+                    hypotheses=hypotheses, pool=pool)
 
 
 def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refiner_ws, iters, polish, renderer,
                 init, overlay, strip, json_out, device, score=None, mask=None, method="auto", center=False,
                 detector=None, det_score=0.5, det_top_k=None, detections_out=None, depth_sweep=False,
-                hypotheses=False) -> None:
+                hypotheses=False, pool=False) -> None:
     from posekit.data.types import Observation, PoseEstimate
     from posekit.estimate import inputs
     from posekit.estimate.choose import Choice, Missing
@@ -191,6 +194,8 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
     detections = [Detection(1, inputs.parse_bbox(b, cam)) for b in bboxes] if cam is not None else []
     if (bboxes or init is not None) and detector is not None:
         raise InputError("--detector finds the part where no --bbox (or --init) is given: give one or the other")
+    if (bboxes or init is not None) and pool:
+        raise InputError("--pool finds the part where no --bbox (or --init) is given: give one or the other")
     target_mask = inputs.load_mask(mask, cam) if mask is not None and cam is not None else None
     init_est = None
     choices = [Choice("image", loaded.describe())] + ([] if cam is None else [Choice("camera", cam_source)])
@@ -203,7 +208,7 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
         choices.append(Choice("coarse", f"none: {len(poses)} pose(s) from --init {init}"))
     estimator = open_stages(obj, cad, model, method, bool(bboxes), init_est, detector, det_score, det_top_k, top_k,
                              refine, refiner_ws, iters, score, polish, renderer, device, depth_sweep, choices, missing,
-                             hypotheses=hypotheses)
+                             hypotheses=hypotheses, pool=pool)
     det_ws = estimator.detector
     obs = Observation(image=rgb, camera=cam, bbox=detections[0].bbox if detections else None, mask=target_mask)
     try:

@@ -336,6 +336,14 @@ def _workspace(path) -> dict:
     return {"workspace": str(path), "sha256": workspace_digest(path)}
 
 
+def _template_detector(det, cfg) -> dict:
+    from dataclasses import asdict
+
+    return {"kind": "templates", "det_score": cfg.det_score, "default_score": det.default_score,
+            "det_top_k": cfg.det_top_k, "config": asdict(det.config),
+            "templates": {str(o): _workspace(ws.path) for o, ws in sorted(det.workspaces.items())}}
+
+
 def describe(estimator: PoseEstimator) -> dict:
     """What an estimator runs, JSON-ready, enough to run it again: each stage with its settings and its workspace
     (path and :func:`~posekit.data.store.workspace_digest`), the feature search's whole config (its depth sweep
@@ -352,9 +360,10 @@ def describe(estimator: PoseEstimator) -> dict:
     if det is None:
         out["detect"] = None
     elif hasattr(det, "workspaces"):  # the training-free template detector: its settings and templates
-        out["detect"] = {"kind": "templates", "det_score": cfg.det_score, "default_score": det.default_score,
-                         "det_top_k": cfg.det_top_k, "config": asdict(det.config),
-                         "templates": {str(o): _workspace(ws.path) for o, ws in sorted(det.workspaces.items())}}
+        out["detect"] = _template_detector(det, cfg)
+    elif hasattr(det, "trained"):  # the pool of a trained detector and the template detector
+        out["detect"] = {**_template_detector(det.templates, cfg), "kind": "pool", "pool": asdict(det.config),
+                         "trained": _workspace(det.trained.path)}
     else:
         out["detect"] = {"kind": "regress", **_workspace(det.path), "det_score": cfg.det_score,
                          "det_top_k": cfg.det_top_k}

@@ -1,0 +1,98 @@
+"""Pooled detection (issue 27, item 2): a trained detector's boxes and the template detector's candidates in one
+pool, every one verified and ranked by the template detector's checks.
+
+The two fail on different parts (lmo-dev: the templates are strong on ape, cat and duck, the trained detector on
+duck, holepuncher and can; docs/benchmarks.md), so neither's top box is the pool's by default. The trained detector
+(``posekit train regress``) proposes at a low score; each of its boxes becomes a window of the part's templates
+(:meth:`TemplateDetector.verify_boxes`), gets the same rendered checks as the template detector's own candidates
+and keeps its box and its score (``detector``). One ranking (the template detector's ``config.score``), one gate
+(its ``passes``) and one thinning (its ``box_overlap``) then hold for the whole pool.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from posekit.cad.model import ObjectModel
+from posekit.geometry.camera import Camera
+from posekit.methods.detect.templates import TemplateDetector, TemplateHit, thin
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """What the trained detector adds to the pool."""
+
+    trained_score: float = 0.05  # its boxes down to this score join (its own default threshold is 0.5)
+    trained_top_k: int = 5  # at most this many per part
+
+
+class PooledDetector:
+    """The template detector and a trained detector (anything with ``label_of(model)`` and ``detect(image,
+    camera, score_thresh, top_k, labels)``, e.g. a `posekit train regress` workspace) as one detect stage."""
+
+    def __init__(self, trained, templates: TemplateDetector, config: PoolConfig | None = None) -> None:
+        self.trained = trained
+        self.templates = templates
+        self.config = config or PoolConfig()
+        # the trained detector's label of each part the templates know (refused here if it was not trained on it)
+        self._trained_label = {o: trained.label_of(m) for o, m in templates.models.items()}
+        self.last_times: dict[str, float] = {}
+
+    @property
+    def models(self) -> dict[int, ObjectModel]:
+        return self.templates.models
+
+    @property
+    def default_score(self) -> float:
+        return self.templates.default_score
+
+    def label_of(self, model: ObjectModel) -> int:
+        """The pool's id of a part: the template detector's."""
+        return self.templates.label_of(model)
+
+    def find(self, image: np.ndarray, camera: Camera, obj_ids: list[int] | None = None,
+             top_k: int | None = None) -> tuple[list[TemplateHit], dict[str, float]]:
+        """Every hit of the pool for the given parts (default: all), gated and thinned as the template detector
+        gates and thins its own, best first per part (at most ``top_k`` each); the seconds per stage."""
+        obj_ids = list(self.templates.workspaces) if obj_ids is None else list(obj_ids)
+        own, times = self.templates.find(image, camera, obj_ids)
+        t0 = time.perf_counter()
+        labels = {self._trained_label[o]: o for o in obj_ids}
+        dets = self.trained.detect(image, camera, score_thresh=self.config.trained_score,
+                                   top_k=self.config.trained_top_k, labels=labels)
+        times["trained"] = time.perf_counter() - t0
+        out: list[TemplateHit] = []
+        for o in obj_ids:
+            t1 = time.perf_counter()
+            mine = [d for d in dets if d.obj_id == o]
+            verified = self.templates.verify_boxes(image, camera, o, [d.bbox for d in mine], [d.score for d in mine])
+            pool = [h for h in own if h.obj_id == o] + [h for h in verified if self.templates.passes(h)]
+            pool.sort(key=lambda h: -h.score)
+            kept = thin(pool, self.templates.config.box_overlap)
+            out.extend(kept[:top_k] if top_k else kept)
+            times[f"pool_{o}"] = time.perf_counter() - t1
+        return out, times
+
+    def detect(self, image: np.ndarray, camera: Camera, score_thresh: float | None = None, top_k: int | None = None,
+               labels: dict[int, int] | None = None) -> list[TemplateHit]:
+        """The detect stage's call, as :meth:`TemplateDetector.detect`: hits that pass the template detector's
+        gate at ``score_thresh`` (default its ``min_score``), at most ``top_k`` per part; ``labels`` maps the pool's
+        ids to the caller's object ids (parts not in it are not searched)."""
+        mapping = labels or {o: o for o in self.templates.workspaces}
+        hits, self.last_times = self.find(image, camera, list(mapping))
+        out, count = [], {}
+        for h in hits:
+            if not self.templates.passes(h, score_thresh):
+                continue
+            if top_k is not None and count.get(h.obj_id, 0) >= top_k:
+                continue
+            count[h.obj_id] = count.get(h.obj_id, 0) + 1
+            h.obj_id = mapping[h.obj_id]
+            out.append(h)
+        return out
+
+    def close(self) -> None:
+        self.templates.close()
