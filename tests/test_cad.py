@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import numpy as np
 import pytest
@@ -193,3 +195,33 @@ def test_truncated_and_disguised_files_name_the_real_problem(tmp_path, assets):
         path.write_bytes(content)
         with pytest.raises(CadError, match=problem):
             load_model(path)
+
+
+def test_cad_cache_gives_the_same_model_and_follows_the_file(tmp_path, monkeypatch):
+    """A cached load equals a fresh one without parsing the file again; a changed file is parsed anew; a units
+    warning of the first load is given on every hit."""
+    from posekit.cad import load as cad_load
+    from posekit.cad.cache import load_model_cached
+
+    root = tmp_path / "store"
+    path = tmp_path / "part.ply"
+    mesh = trimesh.creation.box((0.02, 0.03, 0.05))  # metres: the auto units decision scales and warns
+    mesh.visual.vertex_colors = np.tile([200, 30, 30, 255], (len(mesh.vertices), 1))
+    path.write_bytes(mesh.export(file_type="ply"))
+    with pytest.warns(UnitsWarning, match="metres"):
+        first = load_model_cached(path, units="auto", center=True, obj_id=3, root=root)
+    with pytest.warns(UnitsWarning):
+        fresh = load_model(path, units="auto", center=True, obj_id=3, symmetries="none")
+    monkeypatch.setattr(cad_load, "load_model", lambda *a, **k: pytest.fail("a hit parsed the file again"))
+    with pytest.warns(UnitsWarning, match="metres"):
+        hit = load_model_cached(path, units="auto", center=True, obj_id=3, root=root)
+    for m in (first, hit):
+        assert m.mesh_hash == fresh.mesh_hash and m.diameter == pytest.approx(fresh.diameter)
+        for name in ("vertices", "faces", "vertex_colors", "vertex_normals", "center_shift"):
+            assert np.array_equal(getattr(m, name), getattr(fresh, name)), name
+        assert (m.obj_id, m.name, m.units_note, m.source) == (3, "part", fresh.units_note, str(path))
+    monkeypatch.undo()
+    path.write_bytes(trimesh.creation.box((30.0, 30.0, 30.0)).export(file_type="ply"))
+    os.utime(path, ns=(time.time_ns() + 10**9,) * 2)  # a new modification time even on a coarse clock
+    other = load_model_cached(path, units="auto", center=True, root=root)
+    assert other.mesh_hash != fresh.mesh_hash and other.bbox_size[0] == pytest.approx(30.0)

@@ -13,17 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from posekit.cad.model import ObjectModel
+from posekit.cad.model import ObjectModel, UnitsWarning  # noqa: F401  (UnitsWarning: its home for users)
 from posekit.cad.properties import bbox_center, diameter, face_areas, mesh_hash
 from posekit.errors import CadError
 
 SUPPORTED_SUFFIXES = (".stl", ".ply", ".obj")
 #: Under ``units="auto"``, a bounding-box diagonal below this many units means metres.
 AUTO_METRES_BELOW = 5.0
-
-
-class UnitsWarning(UserWarning):
-    """A units decision the user should know about (a model scaled from metres to millimetres)."""
 
 
 _MAGIC = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image", b"%PDF": "a PDF file",

@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+class UnitsWarning(UserWarning):
+    """A units decision the user should know about (a model scaled from metres to millimetres)."""
+
+
 @dataclass
 class ObjectModel:
     """A rigid object's mesh in millimetres, centred as loaded (or re-centred on request).
