@@ -79,8 +79,11 @@ def cmd_run(args) -> None:
 
         det = PooledDetector(load_regressor(Path(args.detector), models=list(models.values())), det)
     out = Path(args.out)
+    if out.is_file() and json.loads(out.read_text()).get("detector") != (str(args.detector) if args.detector else None):
+        raise SystemExit(f"{out} was run with another --detector (or none): give a new --out")
     run = json.loads(out.read_text()) if out.is_file() else {
         "config": {f.name: getattr(config, f.name) for f in fields(config)}, "objects": objects, "images": {},
+        "detector": str(args.detector) if args.detector else None,
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "torch_threads": torch.get_num_threads()}}
     frames = sorted(ds.frames("test"), key=lambda f: (f.scene_id, f.im_id))

@@ -125,8 +125,8 @@ def test_headline_command_finds_the_bundled_part_with_no_box(tpl_ws, tmp_path):
 class _BoxesGiven:
     """A trained detector's interface (``label_of``, ``detect``) over fixed boxes and scores: what the pool is given."""
 
-    def __init__(self, model, boxes_scores):
-        self.model, self.boxes_scores = model, boxes_scores
+    def __init__(self, model, boxes_scores, path):
+        self.model, self.boxes_scores, self.path = model, boxes_scores, path  # path: its workspace, as recorded
 
     def label_of(self, model):
         assert model.mesh_hash == self.model.mesh_hash
@@ -140,7 +140,7 @@ class _BoxesGiven:
         return dets[:top_k] if top_k else dets
 
 
-def test_pool_ranks_a_trained_detectors_boxes_by_the_template_checks(detector, part):
+def test_pool_ranks_a_trained_detectors_boxes_by_the_template_checks(detector, part, tmp_path):
     """The pool verifies the trained detector's boxes with the templates: its right box, scored low by it, comes
     before its confident box on the background, and keeps its own box and score."""
     from PIL import Image
@@ -152,19 +152,34 @@ def test_pool_ranks_a_trained_detectors_boxes_by_the_template_checks(detector, p
     cam = camera_from_json(REPO / "assets" / "camera.json", image.shape[1], image.shape[0])
     gt = json.loads((REPO / "assets" / "bracket_scene_gt.json").read_text())["bbox"]
     wrong = (20.0, 20.0, gt[2], gt[3])  # the same size on the scene's empty top-left corner
-    pool = PooledDetector(_BoxesGiven(part, [(wrong, 0.9), (tuple(gt), 0.2)]), detector)
+    pool = PooledDetector(_BoxesGiven(part, [(wrong, 0.9), (tuple(gt), 0.2)], tmp_path), detector)
     mine = detector.verify_boxes(image, cam, 1, [gt, wrong], [0.2, 0.9])
     right = next(h for h in mine if h.scores["detector"] == 0.2)
     other = next(h for h in mine if h.scores["detector"] == 0.9)
     assert right.score > other.score and right.bbox == tuple(float(v) for v in gt)
-    hits = pool.detect(image, cam, score_thresh=0.0, top_k=1)
+    hits = pool.detect(image, cam, top_k=1)
     assert len(hits) == 1 and box_iou(hits[0].bbox, gt) >= 0.5, [h.bbox for h in hits]
+    assert hits[0].scores["detector"] == 0.2  # the trained detector's box, not the templates' own (IoU 0.45)
+    # the pool is a detect stage like the others: the estimator takes it, runs it and records it
+    from posekit.data.types import Observation
+    from posekit.estimate.pipeline import PoseEstimator, describe
+
+    est = PoseEstimator({1: part}, coarse={1: detector.workspaces[1]}, detector=pool)
+    found = est.run(Observation(image=image, camera=cam))
+    assert found.detections and box_iou(found.detections[0].bbox, gt) >= 0.5
+    assert describe(est)["detect"]["kind"] == "pool"
 
 
 def test_pool_without_a_trained_detector_is_refused_in_one_line(tpl_ws, tmp_path):
+    import os
+    import subprocess
+    import sys
+
     out = tmp_path / "pose.json"
-    r = posekit_run("estimate", REPO / "assets" / "bracket_scene.png", "--cad", PART, "--model", tpl_ws, "--pool",
-                    "--refine", "none", "--json", out)
+    r = subprocess.run([sys.executable, "-m", "posekit", "estimate", str(REPO / "assets" / "bracket_scene.png"),
+                        "--cad", str(PART), "--model", str(tpl_ws), "--pool", "--refine", "none", "--json", str(out)],
+                       capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, POSEKIT_HOME=str(tmp_path / "store")))  # an empty store
     assert r.returncode == 2, r.stderr
     assert "trained detector" in r.stderr and "Traceback" not in r.stderr
     assert not out.exists()

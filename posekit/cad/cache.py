@@ -26,9 +26,13 @@ def cache_path(path: str | Path, units: str, center: bool, symmetries: str, root
     """Where the cached model of this file and these options lives (whether or not it exists)."""
     from posekit.data.store import store_root
 
+    import posekit
+
     p = Path(path).resolve()
     st = p.stat()
-    key = json.dumps([CACHE_VERSION, str(p), st.st_size, st.st_mtime_ns, units, bool(center), symmetries])
+    # posekit's version too: a new loader (units rules, hash) never reads an older one's models
+    key = json.dumps([CACHE_VERSION, posekit.__version__, str(p), st.st_size, st.st_mtime_ns, units, bool(center),
+                      symmetries])
     return (root or store_root()) / "cad" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
 
 
@@ -70,29 +74,33 @@ def _write(where: Path, model: ObjectModel, warning: str | None) -> None:
             "symmetries_continuous": [{k: np.asarray(v).tolist() for k, v in s.items()}
                                       for s in model.symmetries_continuous]}
     arrays = {k: getattr(model, k) for k in _ARRAYS if getattr(model, k) is not None}
+    tmp = where.with_name(f".{where.name}.{os.getpid()}.tmp")
     try:
         where.parent.mkdir(parents=True, exist_ok=True)
-        tmp = where.with_name(f".{where.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as fh:
             np.savez(fh, meta=np.array(json.dumps(meta)), **arrays)
         os.replace(tmp, where)
-    except OSError:  # a read-only or full store: the next call parses the file again
+    except (OSError, ValueError, TypeError):  # a read-only or full store: the next call parses the file again
         pass
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _read(where: Path) -> tuple[ObjectModel, str | None] | None:
+    """The cached model and the units warning its first load gave; None where the file is not a whole entry."""
     try:
         with np.load(where, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             arrays = {k: z[k] for k in _ARRAYS if k in z.files}
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError):
+        model = ObjectModel(
+            vertices=arrays["vertices"], faces=arrays["faces"], diameter=float(meta["diameter"]),
+            mesh_hash=meta["mesh_hash"], vertex_colors=arrays.get("vertex_colors"),
+            vertex_normals=arrays.get("vertex_normals"), texture_uv=arrays.get("texture_uv"),
+            texture_image=arrays.get("texture_image"),
+            symmetries_discrete=[np.asarray(s, dtype=np.float64) for s in meta["symmetries_discrete"]],
+            symmetries_continuous=[{k: np.asarray(v, dtype=np.float64) for k, v in s.items()}
+                                   for s in meta["symmetries_continuous"]],
+            name=meta["name"], units_note=meta["units_note"], center_shift=arrays.get("center_shift"))
+        return model, meta["warning"]
+    except Exception:  # noqa: BLE001 -- a truncated, foreign or older entry of any shape: parse the file instead
         return None
-    return ObjectModel(
-        vertices=arrays["vertices"], faces=arrays["faces"], diameter=float(meta["diameter"]),
-        mesh_hash=meta["mesh_hash"], vertex_colors=arrays.get("vertex_colors"),
-        vertex_normals=arrays.get("vertex_normals"), texture_uv=arrays.get("texture_uv"),
-        texture_image=arrays.get("texture_image"),
-        symmetries_discrete=[np.asarray(s, dtype=np.float64) for s in meta["symmetries_discrete"]],
-        symmetries_continuous=[{k: np.asarray(v, dtype=np.float64) for k, v in s.items()}
-                               for s in meta["symmetries_continuous"]],
-        name=meta["name"], units_note=meta["units_note"], center_shift=arrays.get("center_shift")), meta["warning"]

@@ -89,6 +89,9 @@ def image_record(image, loaded, cad, cam, choices, run: dict, results) -> dict:
 def not_found_message(image, obj, estimator) -> str:
     det_score = estimator.config.det_score
     least = det_score if det_score is not None else getattr(estimator.detector, "default_score", 0.5)
+    if hasattr(estimator.detector, "passes"):  # the template detector or the pool: its gate
+        return (f"{image}: no {obj.name} found (no candidate's template match reached {least:.2f} with its outline "
+                "on the photo's edges; --det-score sets the threshold)")
     return (f"{image}: no {obj.name} found (no detection scored {least:.2f} or more; --det-score sets the "
             "threshold)")
 
@@ -128,6 +131,9 @@ def open_stages(obj, cad, model, method, boxes_given: bool, init_est, detector, 
     )
     from posekit.estimate.pipeline import EstimatorConfig, Hypotheses, PoseEstimator
 
+    if pool and method == "regress":
+        raise InputError("--pool gives the templates' poses with its boxes; --method regress wants the trained "
+                         "detector's own: use one or the other")
     detector_path, template_detector = None, False
     if not boxes_given and init_est is None:
         detector_path, det_choice = find_detector([obj], detector)

@@ -215,6 +215,8 @@ def many_mode(images, cad, units, model, bboxes, camera, K, top_k, refine, refin
         raise InputError("--objects picks the part's boxes of a --boxes FILE (or objects in --dataset mode)")
     if (bboxes or box_file is not None) and detector is not None:
         raise InputError("--detector finds the part where no --bbox (or --boxes FILE) is given: give one or the other")
+    if (bboxes or box_file is not None) and pool:
+        raise InputError("--pool finds the part where no --bbox (or --boxes FILE) is given: give one or the other")
     camera_line = _check_cameras(paths, camera, K)
     obj = load_part(cad, units, center)
     first = f"{paths[0]}" + (f" ... {paths[-1]}" if len(paths) > 1 else "")

@@ -135,9 +135,9 @@ class PoseEstimator:
     def detect(self, obs: Observation) -> list[Detection]:
         """The detector's boxes of this estimator's objects, best first per object, with the pose each detection
         implies (the trained regressor's regressed pose, the template detector's best template) and the trained
-        detector's masks. The detector is either :class:`~posekit.methods.detect.TemplateDetector` (no training)
-        or a `posekit train regress` workspace; both have ``label_of(model)`` and ``detect(image, camera,
-        score_thresh, top_k, labels)``."""
+        detector's masks. The detector is :class:`~posekit.methods.detect.TemplateDetector` (no training), a
+        `posekit train regress` workspace or :class:`~posekit.methods.detect.PooledDetector` (the two pooled); all
+        have ``label_of(model)``, ``check_mesh(model)`` and ``detect(image, camera, score_thresh, top_k, labels)``."""
         if self.detector is None:
             raise InputError("no detector: give boxes, the part's templates (the training-free detector) or a "
                              "detector workspace from `posekit train regress`")

@@ -53,12 +53,18 @@ class PooledDetector:
         """The pool's id of a part: the template detector's."""
         return self.templates.label_of(model)
 
+    def check_mesh(self, model: ObjectModel) -> None:
+        """Refuses a part the pool's templates do not hold (the trained detector's parts were checked when the
+        pool was made)."""
+        self.templates.check_mesh(model)
+
     def find(self, image: np.ndarray, camera: Camera, obj_ids: list[int] | None = None,
-             top_k: int | None = None) -> tuple[list[TemplateHit], dict[str, float]]:
-        """Every hit of the pool for the given parts (default: all), gated and thinned as the template detector
-        gates and thins its own, best first per part (at most ``top_k`` each); the seconds per stage."""
+             top_k: int | None = None, least: float | None = None) -> tuple[list[TemplateHit], dict[str, float]]:
+        """Every hit of the pool for the given parts (default: all) that passes the template detector's gate at
+        ``least`` (default its ``min_score``), thinned as it thins its own, best first per part (at most ``top_k``
+        each); the seconds per stage."""
         obj_ids = list(self.templates.workspaces) if obj_ids is None else list(obj_ids)
-        own, times = self.templates.find(image, camera, obj_ids)
+        own, times = self.templates.find(image, camera, obj_ids, least=least)
         t0 = time.perf_counter()
         labels = {self._trained_label[o]: o for o in obj_ids}
         dets = self.trained.detect(image, camera, score_thresh=self.config.trained_score,
@@ -69,7 +75,7 @@ class PooledDetector:
             t1 = time.perf_counter()
             mine = [d for d in dets if d.obj_id == o]
             verified = self.templates.verify_boxes(image, camera, o, [d.bbox for d in mine], [d.score for d in mine])
-            pool = [h for h in own if h.obj_id == o] + [h for h in verified if self.templates.passes(h)]
+            pool = [h for h in own if h.obj_id == o] + [h for h in verified if self.templates.passes(h, least)]
             pool.sort(key=lambda h: -h.score)
             kept = thin(pool, self.templates.config.box_overlap)
             out.extend(kept[:top_k] if top_k else kept)
@@ -80,19 +86,14 @@ class PooledDetector:
                labels: dict[int, int] | None = None) -> list[TemplateHit]:
         """The detect stage's call, as :meth:`TemplateDetector.detect`: hits that pass the template detector's
         gate at ``score_thresh`` (default its ``min_score``), at most ``top_k`` per part; ``labels`` maps the pool's
-        ids to the caller's object ids (parts not in it are not searched)."""
+        ids to the caller's object ids (parts not in it are not searched). Each hit carries the best template's
+        pose (a trained detector's regressed pose is not kept)."""
         mapping = labels or {o: o for o in self.templates.workspaces}
-        hits, self.last_times = self.find(image, camera, list(mapping))
-        out, count = [], {}
+        least = self.templates.config.min_score if score_thresh is None else float(score_thresh)
+        hits, self.last_times = self.find(image, camera, list(mapping), top_k, least=least)
         for h in hits:
-            if not self.templates.passes(h, score_thresh):
-                continue
-            if top_k is not None and count.get(h.obj_id, 0) >= top_k:
-                continue
-            count[h.obj_id] = count.get(h.obj_id, 0) + 1
             h.obj_id = mapping[h.obj_id]
-            out.append(h)
-        return out
+        return hits
 
     def close(self) -> None:
         self.templates.close()

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from posekit.cad.model import ObjectModel
 from posekit.errors import InputError
 from posekit.features.similarity import cell_normalise, similarity_matrix
-from posekit.geometry.boxcrop import box_iou, crop_windows
+from posekit.geometry.boxcrop import box_iou, crop_windows, square_window
 from posekit.geometry.camera import Camera, project_points
 from posekit.methods.templates.workspace import TemplateWorkspace
 from posekit.methods.viewbased import image_tensor, poses_from_entries
@@ -85,6 +85,8 @@ class DetectorConfig:
             raise InputError(f"depth range must be 0 < near < far (mm), got {lo:g}, {hi:g}")
         if self.score not in SCORES:
             raise InputError(f"detector score must be one of {', '.join(SCORES)}, got {self.score!r}")
+        if self.verify_crop <= 0 and self.score in ("combined", "match", "rendered", "edges", "colour"):
+            raise InputError(f"detector score {self.score!r} needs the rendered checks (verify_crop > 0)")
 
 
 @dataclass(frozen=True)
@@ -387,9 +389,11 @@ class TemplateDetector:
         fa = self.backbone.features(crops.to(self.device), name)
         fb = self.backbone.features(rgb.to(self.device), name)
         w = mask_weights(mask.to(self.device), int(name[1:]), tuple(fa.shape[-2:]))
-        return {"rendered": paired_similarity(fa, fb, w).cpu().numpy(),
-                "edges": contour_edge_agreement(crops, mask, spread=2),
-                "colour": colour_agreement(crops, rgb, mask)}
+        out = {"rendered": paired_similarity(fa, fb, w).cpu().numpy(),
+               "edges": contour_edge_agreement(crops, mask, spread=2)}
+        if _has_colours(self.models[obj_id]):
+            out["colour"] = colour_agreement(crops, rgb, mask)
+        return out
 
     def close(self) -> None:
         """Release the renderer of the hypotheses' check (if one was opened)."""
@@ -418,7 +422,7 @@ class TemplateDetector:
             # the two cosines: what tells a part from no part best (the gate of min_score), and the ranking of a
             # part without colours of its own (a plain grey STL says nothing about the painted part in the photo)
             extra["match"] = 0.5 * (cos + extra["rendered"])
-            if self.models[obj_id].vertex_colors is not None:
+            if _has_colours(self.models[obj_id]):
                 # with colours, four checks, each right where the others fail: the template's match, the rendered
                 # hypothesis' deeper match, its outline on the photo's edges and its colours (lmo-dev: the outline
                 # helps only beside the colours, docs/benchmarks.md "Template detector: what ranks the candidates")
@@ -435,15 +439,19 @@ class TemplateDetector:
                 box = _projected_box(self._points[obj_id], camera, est.R, est.t)
                 if box is None:
                     continue
-            rank = scores[self.config.score] if self.config.score in scores else scores["combined"]
+            if self.config.score not in scores:
+                raise InputError(f"detector score {self.config.score!r} is not computed here (a part without "
+                                 "colours has no 'colour', a box given from outside no 'sharpness')")
+            rank = scores[self.config.score]
             hits.append(TemplateHit(obj_id, box, rank, est.R, est.t,
                                     tuple(float(v) for v in windows[i]), scores))
         hits.sort(key=lambda h: -h.score)
         return hits
 
     def detect_object(self, obj_id: int, image: torch.Tensor, camera: Camera,
-                      maps: dict[int, torch.Tensor]) -> list[TemplateHit]:
-        """Verified detections of one part, best first, thinned by box overlap."""
+                      maps: dict[int, torch.Tensor], least: float | None = None) -> list[TemplateHit]:
+        """Verified detections of one part that pass the gate at ``least`` (default ``min_score``), best first,
+        thinned by box overlap."""
         props = self.propose(obj_id, camera, maps)
         if not props:
             return []
@@ -465,21 +473,18 @@ class TemplateDetector:
         grown = [s for s in self.config.verify_scales if s != 1.0]
         if grown:
             base = windows
-            more = []
-            for f in grown:
-                c = base[:, 2] * f
-                more.append(np.stack([base[:, 0] + base[:, 2] / 2 - c / 2, base[:, 1] + base[:, 2] / 2 - c / 2, c], 1))
-            more = np.concatenate(more)
+            more = np.concatenate([_rescaled(base, f) for f in grown])
             windows = np.concatenate([base, more])
             sims = torch.cat([sims, self._match_windows(self.workspaces[obj_id], image, more)])
             extra = {k: np.tile(v, 1 + len(grown)) for k, v in extra.items()}
         hits = self._hits(obj_id, camera, windows, sims, extra, image)
-        return thin([h for h in hits if self.passes(h)], self.config.box_overlap)
+        return thin([h for h in hits if self.passes(h, least)], self.config.box_overlap)
 
     def find(self, image: np.ndarray, camera: Camera, obj_ids: list[int] | None = None,
-             top_k: int | None = None) -> tuple[list[TemplateHit], dict[str, float]]:
-        """Every verified hit of the given parts (default: all) in one image, best first per part (at most
-        ``top_k`` each), and the seconds spent on the image maps and on each part."""
+             top_k: int | None = None, least: float | None = None) -> tuple[list[TemplateHit], dict[str, float]]:
+        """Every verified hit of the given parts (default: all) in one image that passes the gate at ``least``
+        (default ``min_score``), best first per part (at most ``top_k`` each), and the seconds spent on the image
+        maps and on each part."""
         obj_ids = list(self.workspaces) if obj_ids is None else list(obj_ids)
         unknown = [o for o in obj_ids if o not in self.workspaces]
         if unknown:
@@ -502,7 +507,7 @@ class TemplateDetector:
         out: list[TemplateHit] = []
         for o in obj_ids:
             t1 = time.perf_counter()
-            hits = self.detect_object(o, img, camera, maps)
+            hits = self.detect_object(o, img, camera, maps, least)
             out.extend(hits[:top_k] if top_k else hits)
             times[f"obj_{o}"] = time.perf_counter() - t1
         return out, times
@@ -518,8 +523,7 @@ class TemplateDetector:
         if not len(b):
             return []
         img = image_tensor(image)
-        side = self.pad * b[:, 2:].max(1)
-        windows = np.stack([b[:, 0] + b[:, 2] / 2 - side / 2, b[:, 1] + b[:, 3] / 2 - side / 2, side], axis=1)
+        windows = square_window(b, self.pad)[:, :3]
         sims = self._match_windows(self.workspaces[obj_id], img, windows)
         given = np.asarray(scores, dtype=np.float64)
         extra = {"detector": given, "proposal": given, "cosine_map": sims.max(1).values.cpu().numpy()}
@@ -546,18 +550,21 @@ class TemplateDetector:
 
     def detect(self, image: np.ndarray, camera: Camera, score_thresh: float | None = None, top_k: int | None = None,
                labels: dict[int, int] | None = None) -> list[TemplateHit]:
-        """The detect stage's call (as the trained detector's): hits whose two cosines' mean (``match``) is
-        ``score_thresh`` or more (default: ``config.min_score``), ranked by ``config.score``, at most ``top_k`` per part, best first per part; ``labels`` maps this detector's
-        ids to the caller's object ids (parts not in it are not searched)."""
+        """The detect stage's call (as the trained detector's): hits that pass the gate (``match`` at least
+        ``score_thresh``, default ``config.min_score``, and ``edges`` at least ``config.min_edges``), ranked by
+        ``config.score``, at most ``top_k`` per part (counted after the gate), best first per part; ``labels`` maps
+        this detector's ids to the caller's object ids (parts not in it are not searched)."""
         mapping = labels or {o: o for o in self.workspaces}
         thresh = self.config.min_score if score_thresh is None else float(score_thresh)
-        hits, self.last_times = self.find(image, camera, list(mapping), top_k)
-        out = []
+        hits, self.last_times = self.find(image, camera, list(mapping), top_k, least=thresh)
         for h in hits:
-            if self.passes(h, thresh):
-                h.obj_id = mapping[h.obj_id]
-                out.append(h)
-        return out
+            h.obj_id = mapping[h.obj_id]
+        return hits
+
+
+def _has_colours(model: ObjectModel) -> bool:
+    """Whether the part has colours of its own (vertex colours or a texture), which its renders then show."""
+    return model.vertex_colors is not None or model.texture_image is not None
 
 
 def _gate(hit: TemplateHit) -> float:
@@ -611,6 +618,12 @@ def box_overlap(a, b) -> float:
     area_a, area_b = float(a[2]) * float(a[3]), float(b[2]) * float(b[3])
     # from IoU = I / (A + B - I): I = IoU (A + B) / (1 + IoU)
     return inter * (area_a + area_b) / (1.0 + inter) / max(min(area_a, area_b), 1e-9)
+
+
+def _rescaled(windows: np.ndarray, factor: float) -> np.ndarray:
+    """Square windows (B, 3) = (x0, y0, side) scaled by ``factor`` about their centres."""
+    c = windows[:, 2] * factor
+    return np.stack([windows[:, 0] + windows[:, 2] / 2 - c / 2, windows[:, 1] + windows[:, 2] / 2 - c / 2, c], 1)
 
 
 def _square_boxes(windows: np.ndarray) -> np.ndarray:
