@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +23,8 @@ _ARRAYS = ("vertices", "faces", "vertex_colors", "vertex_normals", "texture_uv",
 
 def cache_path(path: str | Path, units: str, center: bool, symmetries: str, root: Path | None = None) -> Path:
     """Where the cached model of this file and these options lives (whether or not it exists)."""
-    from posekit.data.store import store_root
-
     import posekit
+    from posekit.data.store import store_root
 
     p = Path(path).resolve()
     st = p.stat()
