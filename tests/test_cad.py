@@ -201,7 +201,7 @@ def test_cad_cache_gives_the_same_model_and_follows_the_file(tmp_path, monkeypat
     """A cached load equals a fresh one without parsing the file again; a changed file is parsed anew; a units
     warning of the first load is given on every hit."""
     from posekit.cad import load as cad_load
-    from posekit.cad.cache import load_model_cached
+    from posekit.data.cad_cache import load_model_cached
 
     root = tmp_path / "store"
     path = tmp_path / "part.ply"

@@ -68,10 +68,10 @@ def write_json_atomic(path: Path, data) -> None:
 
 
 def load_part(cad: Path, units: str, center: bool):
-    """The part as image mode uses it, from the CAD cache after the first call (:mod:`posekit.cad.cache`). Its
+    """The part as image mode uses it, from the CAD cache after the first call (:mod:`posekit.data.cad_cache`). Its
     symmetries are not looked for: no stage of an estimate reads them (the templates record none, a trained refiner
     or detector has its own), and their search costs about 0.4 s of every call."""
-    from posekit.cad.cache import load_model_cached
+    from posekit.data.cad_cache import load_model_cached
 
     return load_model_cached(cad, units=units, obj_id=1, center=center, symmetries="none")
 
