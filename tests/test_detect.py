@@ -70,8 +70,9 @@ def test_detector_finds_the_bracket_in_rendered_cluttered_scenes(detector, scene
                 used.add(int(np.argmax(ious)))
                 found += 1
     assert n >= 8
-    # measured: 10 of 14 instances at least half visible (tiny templates, default settings)
-    assert found >= 0.5 * n, f"found {found} of {n}"
+    # measured: 6 of 14 instances at least half visible (tiny templates, default settings; 10 of 14 with the raw
+    # proposal cosines, which find less on real photos: docs/benchmarks.md "Template detector: proposals")
+    assert found >= 0.4 * n, f"found {found} of {n}"
 
 
 def test_two_instances_in_one_scene_are_both_found(detector):

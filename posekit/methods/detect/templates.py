@@ -5,7 +5,8 @@ Three steps per image, all on the frozen ImageNet backbone that the templates we
 1. **Proposals.** The photo is resized so that a crop of side ``c`` pixels becomes the templates' 96-px crop,
    for a geometric series of crop sides ``c`` (the part's tight box is ``c / 1.2``); at each size a subset of the
    templates (``proposal_views`` view points x ``proposal_inplane`` turns) is correlated with the photo's
-   cell-normalised s8 map by the masked cosine, written as one convolution. A (template, size) pair counts only
+   cell-normalised s8 map by the masked cosine, written as one convolution, and each template's response is
+   standardised over the photo (``proposal_norm``). A (template, size) pair counts only
    where the depth it implies (the part's size, the template's box, the camera's focal length) lies in
    ``depth_range``. Local maxima over all templates and sizes, best first, thinned by window overlap, are the
    candidates.
@@ -60,7 +61,11 @@ class DetectorConfig:
     align_shift: float = 1.0 / 12.0  # first alignment step, share of the window (one feature cell)
     align_scale: float = 2.0 ** (1.0 / 6.0)
     verify_scales: tuple[float, ...] = (1.0,)  # each candidate's window also verified at these sizes (same centre)
-    proposal_norm: str = "none"  # "zscore": each proposal template's response standardised over the photo
+    # each proposal template's response standardised over the photo ("none": raw cosines): a template that matches
+    # everywhere (a plain face, a long edge, a marker board's squares) then stands out less than one that matches
+    # one place. lmo-dev images 25-100 (not used to choose): top-1 recall 51.3 -> 56.2 %, glue 11 -> 27 %; rendered
+    # bracket scenes (grey part among grey primitives) lose: 10 -> 6 of 14 (docs/benchmarks.md "proposals")
+    proposal_norm: str = "zscore"
     ring: int = 3  # cells: the distance of the eight windows the "sharpness" score compares a peak with
     verify_crop: int = 128  # crop side (px) of the rendered hypothesis' check (0: none, and no "combined" score)
     # only the candidates whose best template matches best (after alignment) get the rendered checks, the rest are
