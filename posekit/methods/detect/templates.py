@@ -63,7 +63,7 @@ class DetectorConfig:
     verify_scales: tuple[float, ...] = (1.0,)  # each candidate's window also verified at these sizes (same centre)
     # each proposal template's response standardised over the photo ("none": raw cosines): a template that matches
     # everywhere (a plain face, a long edge, a marker board's squares) then stands out less than one that matches
-    # one place. lmo-dev images 25-100 (not used to choose): top-1 recall 51.3 -> 56.2 %, glue 11 -> 27 %; rendered
+    # one place. lmo-dev images 25-100 (not used to choose): top-1 recall 51.6 -> 56.5 %, glue 7 -> 19 % on all; rendered
     # bracket scenes (grey part among grey primitives) lose: 10 -> 6 of 14 (docs/benchmarks.md "proposals")
     proposal_norm: str = "zscore"
     ring: int = 3  # cells: the distance of the eight windows the "sharpness" score compares a peak with
