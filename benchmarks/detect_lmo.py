@@ -59,19 +59,27 @@ def parse_config(text: str | None):
     return DetectorConfig(**kw)
 
 
-def cmd_run(args) -> None:
-    import torch
-
+def open_parts(args):
+    """lmo-dev, the parts of ``--objects``, their models and their template workspaces under ``--templates``
+    (torch's threads set as every benchmark sets them)."""
     from posekit.data.bop import BopDataset
-    from posekit.methods.detect import TemplateDetector
     from posekit.methods.templates import load_workspace
 
     torch_threads()
     ds = BopDataset(lmo_dev())
     objects = [int(o) for o in args.objects.split(",")]
-    config = parse_config(args.config)
     models = {o: ds.load_model(o) for o in objects}
     wss = {o: load_workspace(Path(args.templates) / f"obj_{o:06d}", model=models[o]) for o in objects}
+    return ds, objects, models, wss
+
+
+def cmd_run(args) -> None:
+    import torch
+
+    from posekit.methods.detect import TemplateDetector
+
+    ds, objects, models, wss = open_parts(args)
+    config = parse_config(args.config)
     det = TemplateDetector(wss, models, config)
     if args.detector:  # the pool: the trained detector's boxes verified beside the templates' candidates
         from posekit.methods.detect import PooledDetector
@@ -298,15 +306,9 @@ def cmd_chain(args) -> None:
 
 
 def cmd_speed(args) -> None:
-    from posekit.data.bop import BopDataset
     from posekit.methods.detect import TemplateDetector
-    from posekit.methods.templates import load_workspace
 
-    torch_threads()
-    ds = BopDataset(lmo_dev())
-    objects = [int(o) for o in args.objects.split(",")]
-    models = {o: ds.load_model(o) for o in objects}
-    wss = {o: load_workspace(Path(args.templates) / f"obj_{o:06d}", model=models[o]) for o in objects}
+    ds, objects, models, wss = open_parts(args)
     dets = {"a": TemplateDetector(wss, models, parse_config(args.a)),
             "b": TemplateDetector(wss, models, parse_config(args.b))}
     lo, hi = (int(v) for v in args.images.split(":"))

@@ -42,10 +42,6 @@ class PooledDetector:
         self.last_times: dict[str, float] = {}
 
     @property
-    def models(self) -> dict[int, ObjectModel]:
-        return self.templates.models
-
-    @property
     def default_score(self) -> float:
         return self.templates.default_score
 

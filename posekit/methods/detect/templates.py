@@ -19,7 +19,7 @@ Three steps per image, all on the frozen ImageNet backbone that the templates we
    photo's edges (``edges``) and the agreement of the colours under its mask (``colour``, when the model has
    colours). The default score (``combined``) is the mean of the four for a part with colours (true parts and
    look-alike clutter score alike on any one of them, less often on all), of the two cosines (``match``) for a
-   part without (lmo-dev, docs/benchmarks.md "Template detector: what ranks the candidates"). A hit is a
+   part without (lmo-dev, docs/benchmarks.md "Template detector: four checks"). A hit is a
    detection only where ``match`` reaches ``min_score`` and ``edges`` reaches ``min_edges``.
 """
 
@@ -430,7 +430,7 @@ class TemplateDetector:
             if _has_colours(self.models[obj_id]):
                 # with colours, four checks, each right where the others fail: the template's match, the rendered
                 # hypothesis' deeper match, its outline on the photo's edges and its colours (lmo-dev: the outline
-                # helps only beside the colours, docs/benchmarks.md "Template detector: what ranks the candidates")
+                # helps only beside the colours, docs/benchmarks.md "Template detector: four checks")
                 extra["combined"] = np.mean([cos, extra["rendered"], extra["edges"], extra["colour"]], axis=0)
             else:
                 extra["combined"] = extra["match"]
@@ -516,7 +516,6 @@ class TemplateDetector:
             out.extend(hits[:top_k] if top_k else hits)
             times[f"obj_{o}"] = time.perf_counter() - t1
         return out, times
-
 
     @torch.no_grad()
     def verify_boxes(self, image: np.ndarray, camera: Camera, obj_id: int, boxes, scores) -> list[TemplateHit]:
