@@ -1,7 +1,8 @@
 """Finding the part with no box: the training-free template detector on real LM-O images (lmo-dev).
 
     python benchmarks/detect_lmo.py run --templates TPL_DIR --out RUN.json [--images N] [--objects 1,5,...]
-                                        [--config KEY=VALUE,...] [--detector REGRESS_WS]
+                                        [--config KEY=VALUE,...] [--detector REGRESS_WS [--detector-size WxH]
+                                        [--templates-run EARLIER_RUN.json | --trained-only]]
     python benchmarks/detect_lmo.py eval RUN.json [--score cosine|contrast|proposal] [--top K]
                                         [--detections-out DETS.json]
     python benchmarks/detect_lmo.py crosscheck DETS.json --bop-toolkit BOP_TOOLKIT_DIR [--pycocotools FORK_DIR]
@@ -73,28 +74,60 @@ def open_parts(args):
     return ds, objects, models, wss
 
 
+def _hit_json(h) -> dict:
+    return {"obj_id": h.obj_id, "bbox": [round(v, 2) for v in h.bbox], "scores": h.scores,
+            "window": [round(v, 2) for v in h.window], "R": np.asarray(h.R).round(6).tolist(),
+            "t": np.asarray(h.t).round(3).tolist()}
+
+
+def _hit_of(d: dict):
+    from posekit.methods.detect import TemplateHit
+
+    return TemplateHit(d["obj_id"], tuple(d["bbox"]), 0.0, np.asarray(d["R"]), np.asarray(d["t"]),
+                       tuple(d["window"]), d["scores"])
+
+
 def cmd_run(args) -> None:
     import torch
 
-    from posekit.methods.detect import TemplateDetector
+    from posekit.methods.detect import TemplateDetector, TemplateHit
 
     ds, objects, models, wss = open_parts(args)
     config = parse_config(args.config)
+    if args.trained_only and (not args.detector or args.templates_run):
+        raise SystemExit("--trained-only needs --detector and no --templates-run")
     det = TemplateDetector(wss, models, config)
+    reuse = None
+    if args.templates_run:
+        # the pool's template half is the template detector's, deterministic for one config: take its hits from
+        # an earlier run of the same config (kept ungated and unthinned) and compute only the trained half
+        if not args.detector:
+            raise SystemExit("--templates-run needs --detector")
+        reuse = json.loads(Path(args.templates_run).read_text())
+        mine = {f.name: getattr(config, f.name) for f in fields(config)}
+        if json.loads(json.dumps(mine)) != reuse["config"] or reuse.get("detector"):
+            raise SystemExit(f"{args.templates_run} is a run of another detector config: {reuse['config']}")
     if args.detector:  # the pool: the trained detector's boxes verified beside the templates' candidates
         from posekit.methods.detect import PooledDetector
         from posekit.methods.regress import load_workspace as load_regressor
 
-        det = PooledDetector(load_regressor(Path(args.detector), models=list(models.values())), det)
+        trained = load_regressor(Path(args.detector), models=list(models.values()))
+        if args.detector_size:
+            trained.input_size = tuple(int(v) for v in args.detector_size.split("x"))
+        det = PooledDetector(trained, det)
     out = Path(args.out)
-    if out.is_file() and json.loads(out.read_text()).get("detector") != (str(args.detector) if args.detector else None):
+    name = (str(args.detector) + (f"@{args.detector_size}" if args.detector_size else "")
+            + (" alone" if args.trained_only else "")) if args.detector else None
+    if out.is_file() and json.loads(out.read_text()).get("detector") != name:
         raise SystemExit(f"{out} was run with another --detector (or none): give a new --out")
     run = json.loads(out.read_text()) if out.is_file() else {
         "config": {f.name: getattr(config, f.name) for f in fields(config)}, "objects": objects, "images": {},
-        "detector": str(args.detector) if args.detector else None,
+        "detector": name, "templates_run": args.templates_run,
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "torch_threads": torch.get_num_threads()}}
     frames = sorted(ds.frames("test"), key=lambda f: (f.scene_id, f.im_id))
+    if reuse is not None:
+        frames = [f for f in frames if f"{f.scene_id}/{f.im_id}" in reuse["images"]]
     if args.images:
         frames = frames[: args.images]
     from tqdm import tqdm
@@ -105,18 +138,32 @@ def cmd_run(args) -> None:
             continue
         start = time.perf_counter()
         image = fr.rgb()
-        hits, times = det.find(image, fr.camera, objects)
-        times["total"] = time.perf_counter() - start
-        # the baseline of the same run: the templates' match of one box per part (the coarse stage given a box)
-        t0 = time.perf_counter()
-        for o in objects:
-            box = next((h.bbox for h in hits if h.obj_id == o), (0.0, 0.0, 100.0, 100.0))
-            wss[o].estimate(image, fr.camera, [box], o)
-        times["match_per_part"] = (time.perf_counter() - t0) / len(objects)
-        run["images"][key] = {"times": times, "hits": [
-            {"obj_id": h.obj_id, "bbox": [round(v, 2) for v in h.bbox], "scores": h.scores,
-             "window": [round(v, 2) for v in h.window], "R": np.asarray(h.R).round(6).tolist(),
-             "t": np.asarray(h.t).round(3).tolist()} for h in hits]}
+        if args.trained_only:
+            found = det.trained.detect(image, fr.camera, score_thresh=det.config.trained_score,
+                                       top_k=det.config.trained_top_k,
+                                       labels={det.trained.label_of(models[o]): o for o in objects})
+            hits = [TemplateHit(d.obj_id, d.bbox, d.score, d.R, d.t, (d.bbox[0], d.bbox[1], max(d.bbox[2:])),
+                                {"detector": d.score}) for d in found]
+            times = {"trained": time.perf_counter() - start}
+        elif reuse is None:
+            hits, times = det.find(image, fr.camera, objects)
+        else:
+            before = reuse["images"][key]
+            verified, times = det.trained_hits(image, fr.camera, objects)
+            own = [_hit_of(h) for h in before["hits"] if h["obj_id"] in objects]
+            hits = det.merge(own, verified, objects, least=config.min_score)
+            times = {**before["times"], **times}
+            times["total"] = before["times"]["total"] + time.perf_counter() - start
+        if reuse is None:
+            times["total"] = time.perf_counter() - start
+        if reuse is None and not args.trained_only:
+            # the baseline of the same run: the templates' match of one box per part (the coarse stage given a box)
+            t0 = time.perf_counter()
+            for o in objects:
+                box = next((h.bbox for h in hits if h.obj_id == o), (0.0, 0.0, 100.0, 100.0))
+                wss[o].estimate(image, fr.camera, [box], o)
+            times["match_per_part"] = (time.perf_counter() - t0) / len(objects)
+        run["images"][key] = {"times": times, "hits": [_hit_json(h) for h in hits]}
         tmp = out.with_suffix(".tmp")
         tmp.write_text(json.dumps(run))
         tmp.replace(out)
@@ -138,6 +185,8 @@ def detections_of(run: dict, score: str, top: int) -> dict:
     for key, rec in run["images"].items():
         scene_id, im_id = (int(v) for v in key.split("/"))
         for h in rec["hits"]:
+            if any(k not in h["scores"] for k in score.split("+")):
+                continue  # e.g. --score detector: the trained detector's boxes alone
             value = sum(h["scores"][k] for k in score.split("+"))  # a sum of scores, e.g. combined+figure_ground
             out.setdefault((scene_id, im_id, h["obj_id"]), []).append(_Det(h["bbox"], value))
     for k, v in out.items():
@@ -202,7 +251,8 @@ def _any(gt: dict, run: dict, obj_id: int, score: str) -> tuple[int, int]:
 
     found = n = 0
     for (scene_id, im_id), rows in gt.items():
-        hits = [h for h in run["images"][f"{scene_id}/{im_id}"]["hits"] if h["obj_id"] == obj_id]
+        hits = [h for h in run["images"][f"{scene_id}/{im_id}"]["hits"]
+                if h["obj_id"] == obj_id and all(k in h["scores"] for k in score.split("+"))]
         for o, box, visib, _ in rows:
             if o != obj_id or visib < 0.5:
                 continue
@@ -348,6 +398,12 @@ def main() -> None:
     r.add_argument("--config", default="")
     r.add_argument("--detector", help="a `posekit train regress` workspace of the parts: pool its boxes with the "
                    "template detector's candidates (every hit then also has the score 'detector' where it proposed)")
+    r.add_argument("--detector-size", help="WxH the trained detector's input is resized to fit (default: its "
+                   "preset's training size, e.g. 320x240; 640x480 runs it on lmo-dev's photos at their own size)")
+    r.add_argument("--trained-only", action="store_true", help="with --detector: record the trained detector's "
+                   "own boxes and scores (score 'detector'), nothing verified: the trained detector alone")
+    r.add_argument("--templates-run", help="with --detector: take the template detector's hits from this earlier "
+                   "run of the same --config (its images) and compute only the trained detector's verified boxes")
     e = sub.add_parser("eval")
     e.add_argument("run")
     e.add_argument("--score", default="combined", help="a score key of the run's hits, or a sum of them (a+b)")

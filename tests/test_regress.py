@@ -175,3 +175,28 @@ def test_estimate_with_only_the_image_and_the_cad_uses_the_store(tiny_regressor,
     # a tiny detector (400 steps) and tiny templates behind its loose box: measured 29 deg and 149 mm at 325 mm
     assert np.degrees(geodesic_distance(np.asarray(pose["R"]), best.R)) < 45.0
     assert np.linalg.norm(np.asarray(pose["t"]) - best.t) < 0.6 * best.t[2]
+
+
+def test_the_detector_runs_at_another_input_size(one_step_regressor, part):
+    """`input_size` resizes test images to another scale than the preset's training size (a photo at its own size),
+    boxes still come back in the photo's pixels; a size below 32 px is refused."""
+    import torch
+
+    from posekit.errors import InputError
+    from posekit.geometry.camera import Camera
+    from posekit.methods.regress import load_workspace
+
+    ws = load_workspace(one_step_regressor, models=[part])
+    assert ws.input_size == (160, 120)  # the tiny preset's
+    img = np.zeros((480, 640, 3), np.uint8)
+    t = torch.zeros(3, 480, 640)
+    assert ws.net.detector.transform([t])[0].image_sizes[0] == (120, 160)
+    ws.input_size = (640, 480)
+    assert ws.input_size == (640, 480)
+    assert ws.net.detector.transform([t])[0].image_sizes[0] == (480, 640)
+    K = np.array([[572.4, 0, 325.3], [0, 573.6, 242.0], [0, 0, 1]])
+    for d in ws.detect(img, Camera(K, 640, 480), score_thresh=0.0):
+        x, y, w, h = d.bbox
+        assert -1 <= x and x + w <= 641 and -1 <= y and y + h <= 481
+    with pytest.raises(InputError, match="at least 32"):
+        ws.input_size = (16, 12)

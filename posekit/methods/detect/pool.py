@@ -61,22 +61,38 @@ class PooledDetector:
         each); the seconds per stage."""
         obj_ids = list(self.templates.workspaces) if obj_ids is None else list(obj_ids)
         own, times = self.templates.find(image, camera, obj_ids, least=least)
+        verified, more = self.trained_hits(image, camera, obj_ids)
+        return self.merge(own, verified, obj_ids, top_k, least), {**times, **more}
+
+    def trained_hits(self, image: np.ndarray, camera: Camera,
+                     obj_ids: list[int]) -> tuple[list[TemplateHit], dict[str, float]]:
+        """The trained detector's boxes of the given parts (score >= ``trained_score``, at most ``trained_top_k``
+        each), verified by the templates; neither gated nor thinned. The seconds per stage."""
         t0 = time.perf_counter()
         labels = {self._trained_label[o]: o for o in obj_ids}
         dets = self.trained.detect(image, camera, score_thresh=self.config.trained_score,
                                    top_k=self.config.trained_top_k, labels=labels)
-        times["trained"] = time.perf_counter() - t0
+        times = {"trained": time.perf_counter() - t0}
         out: list[TemplateHit] = []
         for o in obj_ids:
             t1 = time.perf_counter()
             mine = [d for d in dets if d.obj_id == o]
-            verified = self.templates.verify_boxes(image, camera, o, [d.bbox for d in mine], [d.score for d in mine])
-            pool = [h for h in own if h.obj_id == o] + [h for h in verified if self.templates.passes(h, least)]
+            out += self.templates.verify_boxes(image, camera, o, [d.bbox for d in mine], [d.score for d in mine])
+            times[f"pool_{o}"] = time.perf_counter() - t1
+        return out, times
+
+    def merge(self, own: list[TemplateHit], verified: list[TemplateHit], obj_ids: list[int],
+              top_k: int | None = None, least: float | None = None) -> list[TemplateHit]:
+        """One pool per part: the template detector's hits (already gated) and the verified ones that pass its
+        gate at ``least``, ranked by its score, thinned by its ``box_overlap``, at most ``top_k`` each."""
+        out: list[TemplateHit] = []
+        for o in obj_ids:
+            pool = [h for h in own if h.obj_id == o] + [h for h in verified
+                                                        if h.obj_id == o and self.templates.passes(h, least)]
             pool.sort(key=lambda h: -h.score)
             kept = thin(pool, self.templates.config.box_overlap)
             out.extend(kept[:top_k] if top_k else kept)
-            times[f"pool_{o}"] = time.perf_counter() - t1
-        return out, times
+        return out
 
     def detect(self, image: np.ndarray, camera: Camera, score_thresh: float | None = None, top_k: int | None = None,
                labels: dict[int, int] | None = None) -> list[TemplateHit]:

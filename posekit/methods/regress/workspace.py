@@ -57,6 +57,22 @@ class RegressWorkspace:
             raise InputError(f"{self.path}: the regressor was not trained on {model.source or model.name} (mesh hash "
                              f"{model.mesh_hash[:16]}...; it knows {names})")
 
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(W, H) that test images are resized to fit (by default the preset's training size)."""
+        t = self.net.detector.transform
+        return int(t.max_size), int(t.min_size[0])
+
+    @input_size.setter
+    def input_size(self, size: tuple[int, int]) -> None:
+        """Run the network at another scale, e.g. a 640 x 480 photo at its own size where the preset trained at
+        320 x 240 (the parts then appear twice as large as the test images of the training scale)."""
+        w, h = (int(v) for v in size)
+        if w < 32 or h < 32:
+            raise InputError(f"detector input size must be at least 32 x 32, got {w} x {h}")
+        t = self.net.detector.transform
+        t.min_size, t.max_size = (min(w, h),), max(w, h)
+
     def label_of(self, model: ObjectModel) -> int:
         self.check_mesh(model)
         return self.mesh_hashes.index(model.mesh_hash) + 1
