@@ -2,7 +2,7 @@
 
     python benchmarks/detect_lmo.py run --templates TPL_DIR --out RUN.json [--images N] [--objects 1,5,...]
                                         [--config KEY=VALUE,...] [--detector REGRESS_WS [--detector-size WxH]
-                                        [--templates-run EARLIER_RUN.json | --trained-only]]
+                                        [--pool KEY=VALUE,...] [--templates-run EARLIER_RUN.json | --trained-only]]
     python benchmarks/detect_lmo.py eval RUN.json [--score cosine|contrast|proposal] [--top K]
                                         [--detections-out DETS.json]
     python benchmarks/detect_lmo.py crosscheck DETS.json --bop-toolkit BOP_TOOLKIT_DIR [--pycocotools FORK_DIR]
@@ -11,7 +11,12 @@
 
 ``run``: every lmo-dev image (or the first N) through :class:`posekit.methods.detect.TemplateDetector` with the
 template workspaces ``TPL_DIR/obj_XXXXXX`` (benchmarks/templates_lmo.py builds them); keeps every verified hit with
-all its scores and the seconds per image (maps, each part), resumable image by image.
+all its scores and the seconds per image (maps, each part), resumable image by image. With ``--detector``, the pool
+(:class:`posekit.methods.detect.PooledDetector`): the trained detector's boxes (at ``--detector-size``) verified by
+the templates beside their own candidates; ``--templates-run`` takes the template half from an earlier run of the
+same ``--config`` (it is deterministic) and computes only the trained half; ``--trained-only`` records the trained
+detector's own boxes and scores (score ``detector``), nothing verified. ``eval --score detector`` then ranks the
+trained detector's boxes alone, ``eval --score combined`` the pool.
 ``eval``: per object and mean, recall@IoU 0.5 of the top-1 box per target (visib_fract >= 0.5 and >= 0.1; amodal
 boxes), the recall of any kept hit (what ranking could reach), and COCO AP@[.5:.95] as bop_toolkit computes it
 (:mod:`posekit.eval.detection`); ``--detections-out`` writes the ranked hits as a BOP'22 detections file, e.g. for
@@ -38,11 +43,12 @@ from _common import lmo_dev, torch_threads  # benchmarks/ is on sys.path
 NAMES = {1: "ape", 5: "can", 6: "cat", 8: "driller", 9: "duck", 10: "eggbox", 11: "glue", 12: "holepuncher"}
 
 
-def parse_config(text: str | None):
+def parse_config(text: str | None, kind=None):
     from posekit.methods.detect import DetectorConfig
 
+    kind = kind or DetectorConfig
     kw = {}
-    types = {f.name: f.type for f in fields(DetectorConfig)}
+    types = {f.name: f.type for f in fields(kind)}
     for item in filter(None, (text or "").split(",")):
         key, value = item.split("=", 1)
         if key not in types:
@@ -57,7 +63,7 @@ def parse_config(text: str | None):
             kw[key] = float(value)
         else:
             kw[key] = value
-    return DetectorConfig(**kw)
+    return kind(**kw)
 
 
 def open_parts(args):
@@ -108,13 +114,13 @@ def cmd_run(args) -> None:
         if json.loads(json.dumps(mine)) != reuse["config"] or reuse.get("detector"):
             raise SystemExit(f"{args.templates_run} is a run of another detector config: {reuse['config']}")
     if args.detector:  # the pool: the trained detector's boxes verified beside the templates' candidates
-        from posekit.methods.detect import PooledDetector
+        from posekit.methods.detect import PoolConfig, PooledDetector
         from posekit.methods.regress import load_workspace as load_regressor
 
         trained = load_regressor(Path(args.detector), models=list(models.values()))
         if args.detector_size:
             trained.input_size = tuple(int(v) for v in args.detector_size.split("x"))
-        det = PooledDetector(trained, det)
+        det = PooledDetector(trained, det, parse_config(args.pool, PoolConfig))
     out = Path(args.out)
     name = (str(args.detector) + (f"@{args.detector_size}" if args.detector_size else "")
             + (" alone" if args.trained_only else "")) if args.detector else None
@@ -123,6 +129,7 @@ def cmd_run(args) -> None:
     run = json.loads(out.read_text()) if out.is_file() else {
         "config": {f.name: getattr(config, f.name) for f in fields(config)}, "objects": objects, "images": {},
         "detector": name, "templates_run": args.templates_run,
+        "pool": {f.name: getattr(det.config, f.name) for f in fields(det.config)} if args.detector else None,
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "torch_threads": torch.get_num_threads()}}
     frames = sorted(ds.frames("test"), key=lambda f: (f.scene_id, f.im_id))
@@ -398,6 +405,8 @@ def main() -> None:
     r.add_argument("--config", default="")
     r.add_argument("--detector", help="a `posekit train regress` workspace of the parts: pool its boxes with the "
                    "template detector's candidates (every hit then also has the score 'detector' where it proposed)")
+    r.add_argument("--pool", default="", help="the pool's settings (PoolConfig), KEY=VALUE,...: rank=templates|"
+                   "fused, box=given|template, trained_score, trained_top_k")
     r.add_argument("--detector-size", help="WxH the trained detector's input is resized to fit (default: its "
                    "preset's training size, e.g. 320x240; 640x480 runs it on lmo-dev's photos at their own size)")
     r.add_argument("--trained-only", action="store_true", help="with --detector: record the trained detector's "

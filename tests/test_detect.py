@@ -171,6 +171,36 @@ def test_pool_ranks_a_trained_detectors_boxes_by_the_template_checks(detector, p
     assert describe(est)["detect"]["kind"] == "pool"
 
 
+def test_pool_fused_ranking_counts_the_trained_score_as_one_more_check(detector, part, tmp_path):
+    """rank="fused": each pool hit's score is the mean of the template checks and the trained detector's score at
+    it (its box at IoU >= 0.5), so a right box the trained detector is sure of outranks the same box it doubts; a
+    bad setting is refused."""
+    from PIL import Image
+
+    from posekit.errors import InputError
+    from posekit.estimate.inputs import camera_from_json
+    from posekit.methods.detect import PoolConfig, PooledDetector
+
+    image = np.asarray(Image.open(REPO / "assets" / "bracket_scene.png").convert("RGB"))
+    cam = camera_from_json(REPO / "assets" / "camera.json", image.shape[1], image.shape[0])
+    gt = tuple(float(v) for v in json.loads((REPO / "assets" / "bracket_scene_gt.json").read_text())["bbox"])
+    top = {}
+    for sure in (0.9, 0.1):
+        pool = PooledDetector(_BoxesGiven(part, [(gt, sure)], tmp_path), detector, PoolConfig(rank="fused"))
+        hits = pool.detect(image, cam, top_k=1)
+        assert len(hits) == 1 and box_iou(hits[0].bbox, gt) >= 0.5
+        sc = hits[0].scores
+        assert sc["detector_at"] == sure
+        assert detector.checks(1) == 2  # a grey STL: its ranking score is the two cosines' mean
+        assert hits[0].score == pytest.approx((2 * sc["combined"] + sure) / 3)
+        top[sure] = hits[0].score
+    assert top[0.9] > top[0.1]
+    with pytest.raises(InputError, match="rank"):
+        PoolConfig(rank="best")
+    with pytest.raises(InputError, match="box"):
+        PoolConfig(box="visible")
+
+
 def test_pool_without_a_trained_detector_is_refused_in_one_line(tpl_ws, tmp_path):
     import os
     import subprocess

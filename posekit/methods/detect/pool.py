@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from posekit.cad.model import ObjectModel
+from posekit.errors import InputError
+from posekit.geometry.boxcrop import box_iou
 from posekit.geometry.camera import Camera
 from posekit.methods.detect.templates import TemplateDetector, TemplateHit, thin
 
@@ -27,6 +29,19 @@ class PoolConfig:
 
     trained_score: float = 0.05  # its boxes down to this score join (its own default threshold is 0.5)
     trained_top_k: int = 5  # at most this many per part
+    # "templates": the pool ranked by the template detector's score alone; "fused": the trained detector's score
+    # at each hit (its best box of the part that passed the gate at IoU >= 0.5 with the hit, 0 where none) is one
+    # more check beside the template detector's (a mean over them all)
+    rank: str = "templates"
+    # "given": a trained box is kept as the detector drew it (the visible part); "template": the verified
+    # template pose's projected box (the whole part, as the template detector's own hits)
+    box: str = "given"
+
+    def __post_init__(self) -> None:
+        if self.rank not in ("templates", "fused"):
+            raise InputError(f"pool rank must be templates or fused, got {self.rank!r}")
+        if self.box not in ("given", "template"):
+            raise InputError(f"pool box must be given or template, got {self.box!r}")
 
 
 class PooledDetector:
@@ -77,7 +92,8 @@ class PooledDetector:
         for o in obj_ids:
             t1 = time.perf_counter()
             mine = [d for d in dets if d.obj_id == o]
-            out += self.templates.verify_boxes(image, camera, o, [d.bbox for d in mine], [d.score for d in mine])
+            out += self.templates.verify_boxes(image, camera, o, [d.bbox for d in mine], [d.score for d in mine],
+                                               keep_boxes=self.config.box == "given")
             times[f"pool_{o}"] = time.perf_counter() - t1
         return out, times
 
@@ -87,12 +103,25 @@ class PooledDetector:
         gate at ``least``, ranked by its score, thinned by its ``box_overlap``, at most ``top_k`` each."""
         out: list[TemplateHit] = []
         for o in obj_ids:
-            pool = [h for h in own if h.obj_id == o] + [h for h in verified
-                                                        if h.obj_id == o and self.templates.passes(h, least)]
+            theirs = [h for h in verified if h.obj_id == o and self.templates.passes(h, least)]
+            pool = [h for h in own if h.obj_id == o] + theirs
+            if self.config.rank == "fused":
+                for h in pool:
+                    h.score = self._fused(h, theirs)
             pool.sort(key=lambda h: -h.score)
             kept = thin(pool, self.templates.config.box_overlap)
             out.extend(kept[:top_k] if top_k else kept)
         return out
+
+    def _fused(self, hit: TemplateHit, theirs: list[TemplateHit]) -> float:
+        """The hit's template score and the trained detector's score at it, as a mean of all the checks (the
+        template score is itself a mean of ``checks`` of them)."""
+        at = max((v.scores["detector"] for v in theirs if box_iou(v.bbox, hit.bbox) >= 0.5), default=0.0)
+        hit.scores["detector_at"] = float(at)
+        n = self.templates.checks(hit.obj_id)
+        value = (n * hit.scores[self.templates.config.score] + at) / (n + 1)
+        hit.scores["fused"] = float(value)
+        return float(value)
 
     def detect(self, image: np.ndarray, camera: Camera, score_thresh: float | None = None, top_k: int | None = None,
                labels: dict[int, int] | None = None) -> list[TemplateHit]:

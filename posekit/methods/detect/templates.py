@@ -518,11 +518,13 @@ class TemplateDetector:
         return out, times
 
     @torch.no_grad()
-    def verify_boxes(self, image: np.ndarray, camera: Camera, obj_id: int, boxes, scores) -> list[TemplateHit]:
+    def verify_boxes(self, image: np.ndarray, camera: Camera, obj_id: int, boxes, scores,
+                     keep_boxes: bool = True) -> list[TemplateHit]:
         """Hits from boxes found elsewhere (a trained detector's, BOP [x, y, w, h]): each box's square window
         (``crop_pad`` times its larger side, as the coarse stage crops) matched with all templates, the best
-        template's pose rendered and checked as the detector's own candidates are; the box is kept as given and its
-        score is recorded as ``detector`` (and ``proposal``). Best first; neither gated nor thinned."""
+        template's pose rendered and checked as the detector's own candidates are; the box is kept as given (or,
+        without ``keep_boxes``, replaced by the best template pose's projected box) and its score is recorded as
+        ``detector`` (and ``proposal``). Best first; neither gated nor thinned."""
         b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         if not len(b):
             return []
@@ -531,13 +533,20 @@ class TemplateDetector:
         sims = self._match_windows(self.workspaces[obj_id], img, windows)
         given = np.asarray(scores, dtype=np.float64)
         extra = {"detector": given, "proposal": given, "cosine_map": sims.max(1).values.cpu().numpy()}
-        return self._hits(obj_id, camera, windows, sims, extra, img, boxes_given=b)
+        return self._hits(obj_id, camera, windows, sims, extra, img, boxes_given=b if keep_boxes else None)
 
     def passes(self, hit: TemplateHit, thresh: float | None = None) -> bool:
         """Whether a hit is a detection: its gate score (``match``) reaches ``thresh`` (default ``min_score``)
         and, where the outline was checked, its outline lies on the photo's edges for at least ``min_edges``."""
         least = self.config.min_score if thresh is None else float(thresh)
         return _gate(hit) >= least and hit.scores.get("edges", 1.0) >= self.config.min_edges
+
+    def checks(self, obj_id: int) -> int:
+        """How many checks the ranking score (``config.score``) of a part's hits averages: four for the default
+        ``combined`` of a part with colours, two for one without (its ``match``), else one."""
+        if self.config.score == "combined" and self.config.verify_crop > 0:
+            return 4 if _has_colours(self.models[obj_id]) else 2
+        return 2 if self.config.score == "match" else 1
 
     @property
     def default_score(self) -> float:
