@@ -424,16 +424,10 @@ class TemplateDetector:
             extra = {**extra, **self._render_checks(obj_id, image, camera, windows, np.stack([e.R for e in ests]),
                                                     np.stack([e.t for e in ests]))}
             cos = vals.cpu().numpy()
-            # the two cosines: what tells a part from no part best (the gate of min_score), and the ranking of a
-            # part without colours of its own (a plain grey STL says nothing about the painted part in the photo)
+            # the two cosines: what tells a part from no part best (the gate of min_score)
             extra["match"] = 0.5 * (cos + extra["rendered"])
-            if _has_colours(self.models[obj_id]):
-                # with colours, four checks, each right where the others fail: the template's match, the rendered
-                # hypothesis' deeper match, its outline on the photo's edges and its colours (lmo-dev: the outline
-                # helps only beside the colours, docs/benchmarks.md "Template detector: four checks")
-                extra["combined"] = np.mean([cos, extra["rendered"], extra["edges"], extra["colour"]], axis=0)
-            else:
-                extra["combined"] = extra["match"]
+            checks = {"cosine": cos, **extra}
+            extra["combined"] = np.mean([checks[k] for k in _combined_checks(self.models[obj_id])], axis=0)
         hits = []
         for i, est in enumerate(ests):
             scores = {"cosine": float(vals[i]), "contrast": float(vals[i] - mean[i]),
@@ -542,10 +536,10 @@ class TemplateDetector:
         return _gate(hit) >= least and hit.scores.get("edges", 1.0) >= self.config.min_edges
 
     def checks(self, obj_id: int) -> int:
-        """How many checks the ranking score (``config.score``) of a part's hits averages: four for the default
-        ``combined`` of a part with colours, two for one without (its ``match``), else one."""
+        """How many checks the ranking score (``config.score``) of a part's hits averages: those of ``combined``
+        (:func:`_combined_checks`), two for ``match``, else one."""
         if self.config.score == "combined" and self.config.verify_crop > 0:
-            return 4 if _has_colours(self.models[obj_id]) else 2
+            return len(_combined_checks(self.models[obj_id]))
         return 2 if self.config.score == "match" else 1
 
     @property
@@ -578,6 +572,16 @@ class TemplateDetector:
 def _has_colours(model: ObjectModel) -> bool:
     """Whether the part has colours of its own (vertex colours or a texture), which its renders then show."""
     return model.vertex_colors is not None or model.texture_image is not None
+
+
+def _combined_checks(model: ObjectModel) -> tuple[str, ...]:
+    """The checks whose mean is a part's ``combined`` score. With colours of its own, four, each right where the
+    others fail: the template's match, the rendered hypothesis' deeper match, its outline on the photo's edges and
+    its colours (lmo-dev: the outline helps only beside the colours, docs/benchmarks.md "Template detector: four
+    checks"). Without (a plain grey STL says nothing about the painted part in the photo), the two cosines."""
+    if _has_colours(model):
+        return ("cosine", "rendered", "edges", "colour")
+    return ("cosine", "rendered")
 
 
 def _gate(hit: TemplateHit) -> float:
