@@ -133,8 +133,11 @@ class _BoxesGiven:
         assert model.mesh_hash == self.model.mesh_hash
         return 7
 
-    def detect(self, image, camera, score_thresh=0.5, top_k=None, labels=None):
+    def detect(self, image, camera, score_thresh=0.5, top_k=None, labels=None, scale=1.0):
         from posekit.methods.regress.workspace import RegressDetection
+
+        if scale != 1.0:  # the same boxes at any scale would be verified twice: found at the detector's own
+            return []
 
         dets = [RegressDetection(labels[7], b, s, np.zeros(image.shape[:2], bool), np.eye(3), np.zeros(3))
                 for b, s in self.boxes_scores if s >= score_thresh]

@@ -198,5 +198,8 @@ def test_the_detector_runs_at_another_input_size(one_step_regressor, part):
     for d in ws.detect(img, Camera(K, 640, 480), score_thresh=0.0):
         x, y, w, h = d.bbox
         assert -1 <= x and x + w <= 641 and -1 <= y and y + h <= 481
+    ws.input_size = (160, 120)
+    ws.detect(img, Camera(K, 640, 480), score_thresh=0.0, scale=2.0)  # once at 320 x 240, then back
+    assert ws.input_size == (160, 120)
     with pytest.raises(InputError, match="at least 32"):
         ws.input_size = (16, 12)

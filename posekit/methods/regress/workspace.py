@@ -79,10 +79,18 @@ class RegressWorkspace:
 
     @torch.no_grad()
     def detect(self, image: np.ndarray, camera: Camera, score_thresh: float = 0.5, top_k: int | None = None,
-               labels: dict[int, int] | None = None) -> list[RegressDetection]:
+               labels: dict[int, int] | None = None, scale: float = 1.0) -> list[RegressDetection]:
         """Detections of one image, best first; ``labels`` maps the workspace's labels to the caller's object ids
-        (default: the workspace's own ids); detections of other labels are dropped. ``top_k`` per object."""
-        out = self.net([image_tensor(image)[0].to(self.device)])[0]
+        (default: the workspace's own ids); detections of other labels are dropped. ``top_k`` per object.
+        ``scale``: the network's input at this multiple of :attr:`input_size` (2: a 640 x 480 photo at its own
+        size where the preset trained at 320 x 240)."""
+        size = self.input_size
+        if scale != 1.0:
+            self.input_size = (round(size[0] * scale), round(size[1] * scale))
+        try:
+            out = self.net([image_tensor(image)[0].to(self.device)])[0]
+        finally:
+            self.input_size = size
         boxes = out["boxes"].cpu().numpy().astype(np.float64)
         lab = out["labels"].cpu().numpy()
         scores = out["scores"].cpu().numpy()
