@@ -59,7 +59,8 @@ class RegressWorkspace:
 
     @property
     def input_size(self) -> tuple[int, int]:
-        """(W, H) that test images are resized to fit (by default the preset's training size)."""
+        """(long side, short side) that test images are resized to fit, as torchvision's transform keeps them: (W, H)
+        of a landscape image (by default the preset's training size, e.g. 320 x 240)."""
         t = self.net.detector.transform
         return int(t.max_size), int(t.min_size[0])
 
