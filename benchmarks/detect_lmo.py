@@ -146,30 +146,25 @@ def cmd_run(args) -> None:
         start = time.perf_counter()
         image = fr.rgb()
         if args.trained_only:
-            found = det.trained.detect(image, fr.camera, score_thresh=det.config.trained_score,
-                                       top_k=det.config.trained_top_k,
-                                       labels={det.trained.label_of(models[o]): o for o in objects})
             hits = [TemplateHit(d.obj_id, d.bbox, d.score, d.R, d.t, (d.bbox[0], d.bbox[1], max(d.bbox[2:])),
-                                {"detector": d.score}) for d in found]
-            times = {"trained": time.perf_counter() - start}
+                                {"detector": d.score}) for d in det.trained_boxes(image, fr.camera, objects)]
+            times = {"trained": time.perf_counter() - start, "total": time.perf_counter() - start}
         elif reuse is None:
             hits, times = det.find(image, fr.camera, objects)
-        else:
-            before = reuse["images"][key]
-            verified, times = det.trained_hits(image, fr.camera, objects)
-            own = [_hit_of(h) for h in before["hits"] if h["obj_id"] in objects]
-            hits = det.merge(own, verified, objects, least=config.min_score)
-            times = {**before["times"], **times}
-            times["total"] = before["times"]["total"] + time.perf_counter() - start
-        if reuse is None:
             times["total"] = time.perf_counter() - start
-        if reuse is None and not args.trained_only:
             # the baseline of the same run: the templates' match of one box per part (the coarse stage given a box)
             t0 = time.perf_counter()
             for o in objects:
                 box = next((h.bbox for h in hits if h.obj_id == o), (0.0, 0.0, 100.0, 100.0))
                 wss[o].estimate(image, fr.camera, [box], o)
             times["match_per_part"] = (time.perf_counter() - t0) / len(objects)
+        else:
+            before = reuse["images"][key]
+            verified, times = det.trained_hits(image, fr.camera, objects)
+            own = [_hit_of(h) for h in before["hits"] if h["obj_id"] in objects]
+            hits = det.merge(own, verified, objects, least=config.min_score)
+            times = {**before["times"], **times,
+                     "total": before["times"]["total"] + time.perf_counter() - start}
         run["images"][key] = {"times": times, "hits": [_hit_json(h) for h in hits]}
         tmp = out.with_suffix(".tmp")
         tmp.write_text(json.dumps(run))
@@ -410,7 +405,8 @@ def main() -> None:
     r.add_argument("--detector-size", help="WxH the trained detector's input is resized to fit (default: its "
                    "preset's training size, e.g. 320x240; 640x480 runs it on lmo-dev's photos at their own size)")
     r.add_argument("--trained-only", action="store_true", help="with --detector: record the trained detector's "
-                   "own boxes and scores (score 'detector'), nothing verified: the trained detector alone")
+                   "own boxes and scores at the pool's scales (score 'detector'), nothing verified: the trained "
+                   "detector alone (one size: --pool scales=1 [--detector-size WxH])")
     r.add_argument("--templates-run", help="with --detector: take the template detector's hits from this earlier "
                    "run of the same --config (its images) and compute only the trained detector's verified boxes")
     e = sub.add_parser("eval")

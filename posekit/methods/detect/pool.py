@@ -91,10 +91,7 @@ class PooledDetector:
         """The trained detector's boxes of the given parts at each of ``scales`` (score >= ``trained_score``, at
         most ``trained_top_k`` each), verified by the templates; neither gated nor thinned. The seconds per stage."""
         t0 = time.perf_counter()
-        labels = {self._trained_label[o]: o for o in obj_ids}
-        dets = [d for f in self.config.scales
-                for d in self.trained.detect(image, camera, score_thresh=self.config.trained_score,
-                                             top_k=self.config.trained_top_k, labels=labels, scale=f)]
+        dets = self.trained_boxes(image, camera, obj_ids)
         times = {"trained": time.perf_counter() - t0}
         out: list[TemplateHit] = []
         for o in obj_ids:
@@ -104,6 +101,14 @@ class PooledDetector:
                                                keep_boxes=self.config.box == "given")
             times[f"pool_{o}"] = time.perf_counter() - t1
         return out, times
+
+    def trained_boxes(self, image: np.ndarray, camera: Camera, obj_ids: list[int]) -> list:
+        """The trained detector's own detections of the given parts at each of ``scales`` (score >=
+        ``trained_score``, at most ``trained_top_k`` per part and scale), with the pool's object ids."""
+        labels = {self._trained_label[o]: o for o in obj_ids}
+        return [d for f in self.config.scales
+                for d in self.trained.detect(image, camera, score_thresh=self.config.trained_score,
+                                             top_k=self.config.trained_top_k, labels=labels, scale=f)]
 
     def merge(self, own: list[TemplateHit], verified: list[TemplateHit], obj_ids: list[int],
               top_k: int | None = None, least: float | None = None) -> list[TemplateHit]:
