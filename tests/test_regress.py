@@ -126,6 +126,25 @@ def test_a_detector_of_other_meshes_is_refused(one_step_regressor, tmp_path):
     assert r.returncode == 2 and "not trained on" in r.stderr and r.stderr.count("\n") == 1
 
 
+def test_a_trained_detector_is_pooled_with_the_templates_unless_told_not_to(one_step_regressor, tpl_ws, tmp_path):
+    """The pool (the trained detector's boxes verified by the templates) is the default wherever a trained detector
+    is used; --no-pool runs the trained detector alone. What each run chose is in the JSON."""
+    from helpers import REPO
+
+    scene = REPO / "assets" / "bracket_scene.png"  # camera.json beside it
+    detect = {}
+    for flag in ([], ["--no-pool"]):
+        out = tmp_path / f"pose{len(flag)}.json"
+        r = posekit_run("estimate", scene, "--cad", PART, "--detector", one_step_regressor, "--model", tpl_ws,
+                        "--refine", "none", "--det-score", "0", "--json", out, *flag)
+        assert r.returncode in (0, 1) and "Traceback" not in r.stderr, r.stderr  # 1: a one-step detector found none
+        detect[bool(flag)] = next(ln for ln in r.stderr.splitlines() if ln.startswith("posekit: detect"))
+        if out.exists():
+            assert json.loads(out.read_text())["chosen"]["detect"] == detect[bool(flag)].split(None, 2)[2]
+    assert detect[False].split(None, 2)[2].startswith("pool: regressor"), detect
+    assert detect[True].split(None, 2)[2].startswith("regressor"), detect
+
+
 def test_train_regress_cli_refuses_bad_input_before_any_work(tmp_path):
     ws = tmp_path / "ws"
     for args, needle in [(["--resume"], "nothing to resume"), (["--backgrounds", tmp_path / "none"], "--backgrounds"),

@@ -179,3 +179,20 @@ def recent_loss(losses: list[float], n: int = 50) -> float:
     """Mean of the last ``n`` losses (what a finished `train` command reports)."""
     tail = losses[-min(n, len(losses)):]
     return sum(tail) / len(tail)
+
+
+def parse_range(text: str | None, name: str, cast=float) -> tuple | None:
+    """A range option's text: 'a,b' or 'a' -> (a, b) / (a, a); None stays None; InputError names the option."""
+    from posekit.errors import InputError
+
+    if text is None:
+        return None
+    try:
+        parts = [cast(v) for v in str(text).split(",")]
+    except ValueError:
+        raise InputError(f"{name} must be a number or a range MIN,MAX, got {text!r}") from None
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or parts[0] > parts[1] or parts[0] < 0:
+        raise InputError(f"{name} must be MIN,MAX with 0 <= MIN <= MAX, got {text!r}")
+    return tuple(parts)

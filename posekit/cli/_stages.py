@@ -112,12 +112,17 @@ def close_stages(estimator) -> None:
 
 def open_stages(obj, cad, model, method, boxes_given: bool, init_est, detector, det_score, det_top_k, top_k, refine,
                  refiner_ws, iters, score, polish, renderer, device, depth_sweep, choices: list, missing: list,
-                 hypotheses: bool = False, pool: bool = False):
+                 hypotheses: bool = False, pool: bool | None = None):
     """Choose, check and open every stage of an image-mode run once: the detector (where no box and no --init
     pose is given), the coarse stage and the refiner; returns the :class:`PoseEstimator` over them (close it with
     :func:`close_stages`). ``choices`` receives what was chosen, in the order it is printed (printed here, once
     all of it has loaded); ``missing`` holds what the caller already found missing and receives what else is:
-    all of it is named in one error before any long work (a build of the part's templates)."""
+    all of it is named in one error before any long work (a build of the part's templates).
+
+    ``pool``: True pools a trained detector's boxes with the template detector's (one is needed), False runs a
+    trained detector alone, None (the default) pools wherever a trained detector is found, except under
+    ``--method regress`` whose poses are the detector's own (the pool is measured better than either alone on
+    LM-O, docs/benchmarks.md)."""
     from posekit.estimate.choose import (
         Choice,
         Missing,
@@ -131,7 +136,7 @@ def open_stages(obj, cad, model, method, boxes_given: bool, init_est, detector, 
     )
     from posekit.estimate.pipeline import EstimatorConfig, Hypotheses, PoseEstimator
 
-    if pool and method == "regress":
+    if pool is True and method == "regress":
         raise InputError("--pool gives the templates' poses with its boxes; --method regress wants the trained "
                          "detector's own: use one or the other")
     detector_path, template_detector = None, False
@@ -143,7 +148,7 @@ def open_stages(obj, cad, model, method, boxes_given: bool, init_est, detector, 
             if pool:
                 missing.append(Missing("a trained detector to pool with the templates (--pool)",
                                        f"`posekit train regress --cad {cad}` (or --detector WORKSPACE)"))
-        elif pool:
+        elif pool or (pool is None and method != "regress"):
             template_detector = True  # opened below, beside the trained one
             det_choice = Choice("detect", f"pool: {det_choice.what}, and the template detector; all verified "
                                 "and ranked by the templates' checks")

@@ -77,7 +77,7 @@ def estimate(
     score: str = typer.Option("none", "--score", help="Keep the best refiner iterate (the start included), not the last: none, mask (silhouette vs the refiner's predicted object mask) or edges (outline vs image edges) with --refine deepim, features (masked similarity of the pretrained backbone's maps) with --refine deepim or features."),
     depth_sweep: bool = typer.Option(False, "--depth-sweep", help="After --refine features: move each pose along its viewing ray to the best of 9 depths in +-8 % (refined between them by a parabola), scored by the pretrained features of 256-px crops (a best at an end of the range keeps the depth; lmo-dev, from 10-deg starts: median depth error 21 -> 18 mm; docs/benchmarks.md)."),
     hypotheses: bool = typer.Option(False, "--hypotheses", help="Between the coarse stage and refinement: the 3 best views at 7 depths in +-25 % of the box's depth, scored on the photo by the pretrained features under the union of their masks; the best goes on (for boxes whose size is not to be trusted, e.g. found ones; docs/estimate.md)."),
-    pool: bool = typer.Option(False, "--pool", help="With a trained detector (--detector or the store's): pool its boxes with the training-free template detector's candidates, all verified and ranked by the template checks (docs/estimate.md)."),
+    pool: bool | None = typer.Option(None, "--pool/--no-pool", help="With a trained detector (--detector or the store's): pool its boxes with the training-free template detector's candidates, all verified and ranked by the template checks (docs/estimate.md). Default: pooled wherever a trained detector is used, except with --method regress (its poses are the detector's own); --no-pool runs the trained detector alone."),
     renderer: str = typer.Option("auto", "--renderer", help="Refiner renderer: auto, pytorch3d or pyrender."),
     init: Path | None = typer.Option(None, "--init", help="Start refinement from the pose in this JSON (R, t in mm; every pose of a `posekit estimate --json` output) instead of the AAE."),
     overlay: Path | None = typer.Option(None, "--overlay", help="Write the pose over the image (.png/.jpg; .gif: one frame per stage, e.g. each refiner iteration)."),
@@ -148,7 +148,7 @@ def _estimate(images, cad, units, center, model, bbox, camera, K, method, detect
             raise InputError("--mask and --bbox are for single-image mode; --dataset takes its boxes from --boxes")
         if json_dir is not None or jsonl is not None or overlay_dir is not None:
             raise InputError("--json-dir, --jsonl and --overlay-dir are for images; --dataset writes --out CSV")
-        if pool:
+        if pool is True:
             raise InputError("--pool is for images; in dataset mode pool with benchmarks/detect_lmo.py run --detector")
         _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k, refine, refiner_ws, iters,
                       polish, renderer, device, score, method, detector, det_score, det_top_k, detections_out,
@@ -172,7 +172,7 @@ def _estimate(images, cad, units, center, model, bbox, camera, K, method, detect
 def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refiner_ws, iters, polish, renderer,
                 init, overlay, strip, json_out, device, score=None, mask=None, method="auto", center=False,
                 detector=None, det_score=0.5, det_top_k=None, detections_out=None, depth_sweep=False,
-                hypotheses=False, pool=False) -> None:
+                hypotheses=False, pool=None) -> None:
     from posekit.data.types import Observation, PoseEstimate
     from posekit.estimate import inputs
     from posekit.estimate.choose import Choice, Missing
@@ -194,7 +194,7 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
     detections = [Detection(1, inputs.parse_bbox(b, cam)) for b in bboxes] if cam is not None else []
     if (bboxes or init is not None) and detector is not None:
         raise InputError("--detector finds the part where no --bbox (or --init) is given: give one or the other")
-    if (bboxes or init is not None) and pool:
+    if (bboxes or init is not None) and pool is True:
         raise InputError("--pool finds the part where no --bbox (or --init) is given: give one or the other")
     target_mask = inputs.load_mask(mask, cam) if mask is not None and cam is not None else None
     init_est = None

@@ -172,7 +172,7 @@ class _Lines:
 
 def many_mode(images, cad, units, model, bboxes, camera, K, top_k, refine, refiner_ws, iters, polish, renderer,
               device, score, method, center, detector, det_score, det_top_k, depth_sweep, json_dir, jsonl,
-              overlay_dir, boxes, objects, one_image_options: dict, hypotheses: bool = False, pool: bool = False) -> None:
+              overlay_dir, boxes, objects, one_image_options: dict, hypotheses: bool = False, pool: bool | None = None) -> None:
     """Estimate the part's pose in every image of ``images`` (files and folders) with stages opened once."""
     from posekit.data.jsonio import atomic_write
     from posekit.estimate import inputs
@@ -215,7 +215,7 @@ def many_mode(images, cad, units, model, bboxes, camera, K, top_k, refine, refin
         raise InputError("--objects picks the part's boxes of a --boxes FILE (or objects in --dataset mode)")
     if (bboxes or box_file is not None) and detector is not None:
         raise InputError("--detector finds the part where no --bbox (or --boxes FILE) is given: give one or the other")
-    if (bboxes or box_file is not None) and pool:
+    if (bboxes or box_file is not None) and pool is True:
         raise InputError("--pool finds the part where no --bbox (or --boxes FILE) is given: give one or the other")
     camera_line = _check_cameras(paths, camera, K)
     obj = load_part(cad, units, center)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from posekit.cli._common import CENTER_HELP, guarded, parse_size
+from posekit.cli._common import CENTER_HELP, guarded, parse_range, parse_size
 from posekit.errors import InputError
 
 render_app = typer.Typer(
@@ -15,21 +15,6 @@ render_app = typer.Typer(
     no_args_is_help=False,
     add_completion=False,
 )
-
-
-def _range(text: str | None, name: str, cast=float) -> tuple | None:
-    """'a,b' or 'a' -> (a, b) / (a, a)."""
-    if text is None:
-        return None
-    try:
-        parts = [cast(v) for v in str(text).split(",")]
-    except ValueError:
-        raise InputError(f"{name} must be a number or a range MIN,MAX, got {text!r}") from None
-    if len(parts) == 1:
-        parts = parts * 2
-    if len(parts) != 2 or parts[0] > parts[1] or parts[0] < 0:
-        raise InputError(f"{name} must be MIN,MAX with 0 <= MIN <= MAX, got {text!r}")
-    return tuple(parts)
 
 
 def _load_models(paths: list[Path], units: str, what: str, center: bool = False) -> list:
@@ -131,13 +116,13 @@ def render_command(
     bg = ImageBackgrounds.from_dir(backgrounds) if backgrounds is not None else None
     try:
         config = RandomizationConfig(
-            mode=mode, views=views, distance=_range(distance, "--distance"),
-            apparent_size=_range(apparent_size, "--apparent-size"), out_of_frame=out_of_frame,
-            objects=_range(objects, "--objects", int), distractors=_range(distractors_per_image,
+            mode=mode, views=views, distance=parse_range(distance, "--distance"),
+            apparent_size=parse_range(apparent_size, "--apparent-size"), out_of_frame=out_of_frame,
+            objects=parse_range(objects, "--objects", int), distractors=parse_range(distractors_per_image,
                                                                            "--distractors-per-image", int),
-            primitives=primitives, occluders=occluders, lights=_range(lights, "--lights", int),
-            light_intensity=_range(light_intensity, "--light-intensity"), light_saturation=light_saturation,
-            ambient=_range(ambient, "--ambient"), color_jitter=color_jitter,
+            primitives=primitives, occluders=occluders, lights=parse_range(lights, "--lights", int),
+            light_intensity=parse_range(light_intensity, "--light-intensity"), light_saturation=light_saturation,
+            ambient=parse_range(ambient, "--ambient"), color_jitter=color_jitter,
             background="none" if no_background else ("images" if bg is not None else "procedural"),
             noise=noise, blur=blur, blur_prob=blur_prob, clean_distance=clean_distance,
         )

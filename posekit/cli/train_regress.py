@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from posekit.cli._common import CENTER_HELP, choose_preset, guarded, recent_loss, saved_preset, store_out
+from posekit.cli._common import CENTER_HELP, choose_preset, guarded, parse_range, recent_loss, saved_preset, store_out
 
 
 def train_regress_command(
@@ -30,6 +30,10 @@ def train_regress_command(
     backgrounds: Path | None = typer.Option(None, "--backgrounds", help="Folder of photos put behind the rendered "
                                             "scenes (e.g. your workcell without the parts)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the weights and of the rendered images."),
+    apparent_size: str | None = typer.Option(None, "--apparent-size", help="MIN,MAX: the parts' diameter as a "
+                                             "fraction of the shorter side of the rendered training images "
+                                             "(default: the preset's; cpu 0.15,0.5). Make it cover how large the "
+                                             "parts look at the size the detector runs at (docs/training.md)."),
 ) -> None:
     """Train Mask R-CNN (torchvision) on the pretrained EfficientNet-Lite0 FPN with Deep-6DPose's pose branch, on
     domain-randomised renders of the --cad objects. Several GPUs: torchrun --nproc_per_node=N -m posekit train regress."""
@@ -42,6 +46,9 @@ def train_regress_command(
     from posekit.train.loop import distributed_env, resolve_device
 
     resolve_device(device)
+    sizes = parse_range(apparent_size, "--apparent-size")
+    if sizes is not None and not 0 < sizes[0] <= sizes[1] <= 2:
+        raise InputError(f"--apparent-size must be MIN,MAX with 0 < MIN <= MAX <= 2, got {apparent_size!r}")
     if backgrounds is not None:
         ImageBackgrounds.from_dir(backgrounds)  # a bad folder fails before any work
     for d in data or []:
@@ -53,7 +60,7 @@ def train_regress_command(
         models.append(load_model(path, units=units, center=center, obj_id=int(match.group(1)) if match else None))
     out = out or store_out("regress", [m.mesh_hash for m in models])
     saved = saved_preset(out, resume, RegressPreset.from_dict)
-    chosen = choose_preset(preset, device, get_preset, saved, out).with_steps(steps)
+    chosen = choose_preset(preset, device, get_preset, saved, out).with_steps(steps).with_apparent_size(sizes)
     result = train_regress(models, out, chosen, resume=resume, device=device, seed=seed, data=data or None,
                            backgrounds=backgrounds)
     if result.losses and distributed_env()[0] == 0:

@@ -60,6 +60,9 @@ class RegressPreset:
     def with_steps(self, steps: int | None) -> RegressPreset:
         return self if steps is None else replace(self, steps=int(steps))
 
+    def with_apparent_size(self, sizes: tuple[float, float] | None) -> RegressPreset:
+        return self if sizes is None else replace(self, apparent_size=(float(sizes[0]), float(sizes[1])))
+
 
 PRESETS: dict[str, RegressPreset] = {
     "paper": RegressPreset(name="paper", image_size=(640, 480), fpn=256, box_head=1024, mask_head=256, pose_head=1024,
