@@ -10,7 +10,15 @@ from pathlib import Path
 
 import typer
 
-from posekit.cli._common import CENTER_HELP, choose_preset, guarded, parse_range, recent_loss, saved_preset, store_out
+from posekit.cli._common import (
+    CENTER_HELP,
+    choose_preset,
+    guarded,
+    parse_range,
+    recent_loss,
+    saved_preset,
+    store_out,
+)
 
 
 def train_regress_command(
