@@ -112,6 +112,9 @@ def test_headline_command_finds_the_bundled_part_with_no_box(tpl_ws, tmp_path):
     assert "training-free detector" in r.stderr
     rec = json.loads(out.read_text())
     assert rec["run"]["detect"]["kind"] == "templates"
+    # a found box's size is not trusted: views x depths are scored on the photo before refinement (--no-hypotheses)
+    assert rec["run"]["hypotheses"]["depths"] == 7 and "posekit: hypotheses" in r.stderr
+    assert [h["stage"] for h in rec["poses"][0]["history"]][:2] == ["coarse", "hypotheses"]
     gt = json.loads((REPO / "assets" / "bracket_scene_gt.json").read_text())
     (pose,) = rec["poses"]
     box = pose["history"][0]["bbox"]

@@ -148,7 +148,9 @@ def test_a_trained_detector_is_pooled_with_the_templates_unless_told_not_to(one_
 def test_train_regress_cli_refuses_bad_input_before_any_work(tmp_path):
     ws = tmp_path / "ws"
     for args, needle in [(["--resume"], "nothing to resume"), (["--backgrounds", tmp_path / "none"], "--backgrounds"),
-                         (["--data", tmp_path / "none"], "no such folder"), (["--preset", "huge"], "auto or one of")]:
+                         (["--data", tmp_path / "none"], "no such folder"), (["--preset", "huge"], "auto or one of"),
+                         (["--apparent-size", "0.5,0.2"], "--apparent-size"),
+                         (["--apparent-size", "0,0.5"], "0 < MIN")]:
         r = posekit_run("train", "regress", "--cad", PART, "--out", ws, "--preset", "tiny", *args) \
             if "--preset" not in args else posekit_run("train", "regress", "--cad", PART, "--out", ws, *args)
         assert r.returncode == 2 and needle in r.stderr and r.stderr.count("\n") == 1, (args, r.stderr)

@@ -52,7 +52,9 @@ def test_cli_estimate_with_templates_matches_the_library_and_keeps_top_k(part, t
     r = posekit_run("estimate", image, "--cad", PART, "--model", tpl_ws, "--K", K_OPT, "--bbox", bbox,
                     "--top-k", "3", "--refine", "none", "--json", out)
     assert r.returncode == 0, r.stderr
-    pose = json.loads(out.read_text())["poses"][0]
+    rec = json.loads(out.read_text())
+    pose = rec["poses"][0]
+    assert rec["run"]["hypotheses"] is None and "posekit: hypotheses" not in r.stderr  # a given box's size is trusted
     from posekit.methods.templates import load_workspace
 
     ((lib, *alts),) = load_workspace(tpl_ws, model=part).estimate(img, CAM, [float(int(v)) for v in box], 1, top_k=3)

@@ -189,6 +189,11 @@ def open_stages(obj, cad, model, method, boxes_given: bool, init_est, detector, 
     if depth_sweep and refine_kind == "features":
         refine_choice = with_depth_sweep(refine_choice)
     choices.append(refine_choice)
+    if hypotheses and init_est is None:
+        h = Hypotheses()
+        choices.append(Choice("hypotheses", f"the {h.views} best views at {h.depths} depths in +-{h.depth_range:.0%} "
+                              "of the box's, scored on the photo"
+                              + (" (found boxes: --no-hypotheses trusts their size)" if not boxes_given else "")))
     coarse = {}
     if init_est is None:
         from posekit.estimate.methods import load_coarse

@@ -76,7 +76,7 @@ def estimate(
     mask: Path | None = typer.Option(None, "--mask", help="The object's mask (an image of the image's size, object >= 128): the polish's silhouette target (instead of the DeepIM refiner's predicted mask; beside the features after --refine features)."),
     score: str = typer.Option("none", "--score", help="Keep the best refiner iterate (the start included), not the last: none, mask (silhouette vs the refiner's predicted object mask) or edges (outline vs image edges) with --refine deepim, features (masked similarity of the pretrained backbone's maps) with --refine deepim or features."),
     depth_sweep: bool = typer.Option(False, "--depth-sweep", help="After --refine features: move each pose along its viewing ray to the best of 9 depths in +-8 % (refined between them by a parabola), scored by the pretrained features of 256-px crops (a best at an end of the range keeps the depth; lmo-dev, from 10-deg starts: median depth error 21 -> 18 mm; docs/benchmarks.md)."),
-    hypotheses: bool = typer.Option(False, "--hypotheses", help="Between the coarse stage and refinement: the 3 best views at 7 depths in +-25 % of the box's depth, scored on the photo by the pretrained features under the union of their masks; the best goes on (for boxes whose size is not to be trusted, e.g. found ones; docs/estimate.md)."),
+    hypotheses: bool | None = typer.Option(None, "--hypotheses/--no-hypotheses", help="Between the coarse stage and refinement: the 3 best views at 7 depths in +-25 % of the box's depth, scored on the photo by the pretrained features under the union of their masks; the best goes on. Default: on for found boxes (a detector's, or a detections file), off for boxes given with --bbox or ground-truth ones, whose size is to be trusted (docs/estimate.md)."),
     pool: bool | None = typer.Option(None, "--pool/--no-pool", help="With a trained detector (--detector or the store's): pool its boxes with the training-free template detector's candidates, all verified and ranked by the template checks (docs/estimate.md). Default: pooled wherever a trained detector is used, except with --method regress (its poses are the detector's own); --no-pool runs the trained detector alone."),
     renderer: str = typer.Option("auto", "--renderer", help="Refiner renderer: auto, pytorch3d or pyrender."),
     init: Path | None = typer.Option(None, "--init", help="Start refinement from the pose in this JSON (R, t in mm; every pose of a `posekit estimate --json` output) instead of the AAE."),
@@ -110,7 +110,7 @@ def estimate(
 def _estimate(images, cad, units, center, model, bbox, camera, K, method, detector, det_score, instances,
               detections_out, top_k, refine, refiner_ws, iters, polish, mask, score, depth_sweep, renderer, init,
               overlay, strip, json_out, json_dir, jsonl, overlay_dir, dataset, split, targets, boxes, model_dir,
-              objects, out, device, hypotheses=False, pool=False) -> None:
+              objects, out, device, hypotheses=None, pool=None) -> None:
     if method not in METHODS:
         raise InputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
     if score != "none" and score not in SCORE_MODES:
@@ -172,7 +172,7 @@ def _estimate(images, cad, units, center, model, bbox, camera, K, method, detect
 def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refiner_ws, iters, polish, renderer,
                 init, overlay, strip, json_out, device, score=None, mask=None, method="auto", center=False,
                 detector=None, det_score=0.5, det_top_k=None, detections_out=None, depth_sweep=False,
-                hypotheses=False, pool=None) -> None:
+                hypotheses=None, pool=None) -> None:
     from posekit.data.types import Observation, PoseEstimate
     from posekit.estimate import inputs
     from posekit.estimate.choose import Choice, Missing
@@ -208,7 +208,7 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
         choices.append(Choice("coarse", f"none: {len(poses)} pose(s) from --init {init}"))
     estimator = open_stages(obj, cad, model, method, bool(bboxes), init_est, detector, det_score, det_top_k, top_k,
                              refine, refiner_ws, iters, score, polish, renderer, device, depth_sweep, choices, missing,
-                             hypotheses=hypotheses, pool=pool)
+                             hypotheses=not bboxes if hypotheses is None else hypotheses, pool=pool)
     det_ws = estimator.detector
     obs = Observation(image=rgb, camera=cam, bbox=detections[0].bbox if detections else None, mask=target_mask)
     try:
@@ -250,7 +250,7 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
 
 def _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k, refine, refiner_ws, iters,
                   polish, renderer, device, score=None, method="auto", detector=None, det_score=0.5, det_top_k=None,
-                  detections_out=None, depth_sweep=False, hypotheses=False) -> None:
+                  detections_out=None, depth_sweep=False, hypotheses=None) -> None:
     from posekit.data.bop import BopDataset
     from posekit.data.results import write_results
     from posekit.estimate.batch import (
@@ -323,6 +323,8 @@ def _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k
     refiner = open_refiner(kind, refiner_ws, list(models.values()), device, renderer, depth_sweep)
     if refiner is None and (score or polish):
         raise InputError("--score and --polish need a refiner: --refiner WORKSPACE")
+    if hypotheses is None:  # found boxes (a detector's, a detections file): their size is not to be trusted
+        hypotheses = boxes not in ("gt-visib", "gt-obj")
     scorer = hypotheses_scorer(hypotheses, refiner, list(models.values()), device, renderer)
     estimator = PoseEstimator(models, coarse=coarse, refiner=refiner, detector=det_ws, scorer=scorer,
                               config=EstimatorConfig(top_k=top_k, refine_iters=iters, polish_steps=polish,
