@@ -5,6 +5,7 @@
                                         [--pool KEY=VALUE,...] [--templates-run EARLIER_RUN.json | --trained-only]]
     python benchmarks/detect_lmo.py eval RUN.json [--score cosine|contrast|proposal] [--top K]
                                         [--detections-out DETS.json]
+    python benchmarks/detect_lmo.py plot RUN.json[:SCORE][=LABEL] ... --out recall.png [--goal 80]
     python benchmarks/detect_lmo.py crosscheck DETS.json --bop-toolkit BOP_TOOLKIT_DIR [--pycocotools FORK_DIR]
     python benchmarks/detect_lmo.py chain RUN.json --templates TPL_DIR --workdir DIR [--refine]
     python benchmarks/detect_lmo.py speed --templates TPL_DIR --a KEY=VALUE,... --b KEY=VALUE,... [--images 40:44]
@@ -21,6 +22,7 @@ trained detector's boxes alone, ``eval --score combined`` the pool.
 boxes), the recall of any kept hit (what ranking could reach), and COCO AP@[.5:.95] as bop_toolkit computes it
 (:mod:`posekit.eval.detection`); ``--detections-out`` writes the ranked hits as a BOP'22 detections file, e.g. for
 bop_toolkit's own ``scripts/eval_bop22_coco.py`` (the cross-check in docs/benchmarks.md).
+``plot``: the per-object recall of several runs as grouped bars (each run's pooled recall and AP in the legend).
 ``speed``: two detector settings timed in one process, alternating image by image (a warm-up pass, then a timed
 one): median seconds per part, the ratio of b to a, the image's maps, and one part alone (the can, maps included).
 Data from ../shared/data/lmo-dev (or $POSEKIT_DATA/lmo-dev); nothing derived from it enters the repository.
@@ -196,21 +198,28 @@ def detections_of(run: dict, score: str, top: int) -> dict:
     return out
 
 
-def cmd_eval(args) -> None:
+def recall_of(run: dict, score: str, top: int) -> tuple[dict, dict, dict, list, dict]:
+    """A run's top-1 recall@IoU 0.5 per object for targets at least half / 10 % visible ({obj: (found, n)}), its
+    COCO AP (amodal boxes, as bop_toolkit computes it), the targets, and the ranked detections."""
     from posekit.data.bop import BopDataset
     from posekit.eval.detection import coco_ap, ground_truth, top1_recall
 
     ds = BopDataset(lmo_dev())
-    run = json.loads(Path(args.run).read_text())
     objects = run["objects"]
     keys = {tuple(int(v) for v in k.split("/")) for k in run["images"]}
     targets = [t for t in ds.targets() if (t.scene_id, t.im_id) in keys and t.obj_id in objects]
     gt = ground_truth(ds, targets)
     gt = {k: [r for r in rows if r[0] in objects] for k, rows in gt.items()}
-    dets = detections_of(run, args.score, args.top)
-    r50 = top1_recall(gt, dets, 0.5)
-    r10 = top1_recall(gt, dets, 0.1)
-    ap = coco_ap(gt, dets, objects)
+    dets = detections_of(run, score, top)
+    return top1_recall(gt, dets, 0.5), top1_recall(gt, dets, 0.1), coco_ap(gt, dets, objects), targets, \
+        {"gt": gt, "dets": dets}
+
+
+def cmd_eval(args) -> None:
+    run = json.loads(Path(args.run).read_text())
+    objects = run["objects"]
+    r50, r10, ap, targets, more = recall_of(run, args.score, args.top)
+    gt, dets = more["gt"], more["dets"]
     times = [rec["times"]["total"] for rec in run["images"].values()]
     print(f"{len(run['images'])} images, {len(targets)} targets, score {args.score}, top {args.top} per object "
           f"and image; config {run['config']}")
@@ -245,6 +254,48 @@ def cmd_eval(args) -> None:
             rows += [(scene_id, im_id, Detection(obj_id, tuple(d.bbox), d.score), t) for d in ds_]
         write_detections(args.detections_out, rows)
         print(f"wrote {args.detections_out}")
+
+
+def cmd_plot(args) -> None:
+    """Per-object top-1 recall@IoU 0.5 (targets at least half visible) of several runs side by side, one bar group
+    per object, each run's pooled recall and AP in the legend: RUN.json[:SCORE][=LABEL] ..."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise SystemExit(f"--out {out}: use a .png, .svg or .pdf file name")
+    specs = []
+    for item in args.runs:
+        path_score, _, label = item.partition("=")
+        path, _, score = path_score.partition(":")
+        if not Path(path).is_file():
+            raise SystemExit(f"{path}: no such run file")
+        specs.append((path, score or "combined", label or Path(path).stem))
+    rows = []
+    for path, score, label in specs:
+        run = json.loads(Path(path).read_text())
+        r50, _, ap, _, _ = recall_of(run, score, args.top)
+        total = sum(v[0] for v in r50.values()) / max(1, sum(v[1] for v in r50.values()))
+        rows.append((f"{label}: {total:.1%}, AP {ap['AP']:.3f}", {o: f / max(n, 1) for o, (f, n) in r50.items()}))
+    objects = sorted({o for _, per in rows for o in per})
+    fig, ax = plt.subplots(figsize=(1.1 * len(objects) + 2, 4.2))
+    width = 0.8 / len(rows)
+    for k, (label, per) in enumerate(rows):
+        xs = np.arange(len(objects)) + (k - (len(rows) - 1) / 2) * width
+        ax.bar(xs, [100 * per.get(o, 0.0) for o in objects], width, label=label)
+    ax.set_xticks(np.arange(len(objects)), [NAMES.get(o, str(o)) for o in objects])
+    ax.set_ylabel("top-1 recall@IoU 0.5 (%), visib >= 0.5")
+    ax.set_ylim(0, 100)
+    if args.goal:
+        ax.axhline(args.goal, color="grey", linestyle="--", linewidth=1, label=f"goal {args.goal:g} %")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_title(args.title or "Finding the part with no box (lmo-dev)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    print(f"wrote {out}")
 
 
 def _any(gt: dict, run: dict, obj_id: int, score: str) -> tuple[int, int]:
@@ -414,6 +465,12 @@ def main() -> None:
     e.add_argument("--score", default="combined", help="a score key of the run's hits, or a sum of them (a+b)")
     e.add_argument("--top", type=int, default=3)
     e.add_argument("--detections-out")
+    pl = sub.add_parser("plot")
+    pl.add_argument("runs", nargs="+", help="RUN.json[:SCORE][=LABEL], e.g. T640.json:detector='trained alone'")
+    pl.add_argument("--out", required=True)
+    pl.add_argument("--top", type=int, default=3)
+    pl.add_argument("--goal", type=float, default=80.0, help="a dashed line at this recall (%%); 0: none")
+    pl.add_argument("--title")
     c = sub.add_parser("crosscheck")
     c.add_argument("detections")
     c.add_argument("--bop-toolkit", required=True, help="a bop_toolkit checkout (with pycocotools, pypng, imageio, "
@@ -435,7 +492,7 @@ def main() -> None:
     sp.add_argument("--objects", default="5,1,6,8,9,10,11,12", help="the parts; the first is also timed alone")
     args = ap.parse_args()
     {"run": cmd_run, "eval": cmd_eval, "crosscheck": cmd_crosscheck, "chain": cmd_chain,
-     "speed": cmd_speed}[args.cmd](args)
+     "speed": cmd_speed, "plot": cmd_plot}[args.cmd](args)
 
 
 if __name__ == "__main__":
