@@ -7,7 +7,7 @@
                                         [--detections-out DETS.json]
     python benchmarks/detect_lmo.py plot RUN.json[:SCORE][=LABEL] ... --out recall.png [--goal 80]
     python benchmarks/detect_lmo.py crosscheck DETS.json --bop-toolkit BOP_TOOLKIT_DIR [--pycocotools FORK_DIR]
-    python benchmarks/detect_lmo.py chain RUN.json --templates TPL_DIR --workdir DIR [--refine]
+    python benchmarks/detect_lmo.py chain RUN.json --templates TPL_DIR --workdir DIR [--refine] [--no-hypotheses]
     python benchmarks/detect_lmo.py speed --templates TPL_DIR --a KEY=VALUE,... --b KEY=VALUE,... [--images 40:44]
 
 ``run``: every lmo-dev image (or the first N) through :class:`posekit.methods.detect.TemplateDetector` with the
@@ -391,10 +391,14 @@ def cmd_chain(args) -> None:
     args_eval = argparse.Namespace(run=args.run, score=args.score, top=1, detections_out=str(dets))
     cmd_eval(args_eval)
     refine = ["--refine", "features", "--depth-sweep"] if args.refine else ["--refine", "none"]
-    tag = "features_sweep" if args.refine else "templates"
+    tag = base = "features_sweep" if args.refine else "templates"
+    if args.no_hypotheses:  # the chain as it was before the hypotheses became the default on found boxes
+        refine.append("--no-hypotheses")
+    else:  # (gt-obj boxes never get them; the cached results of earlier runs, without, keep their names)
+        tag += "_hyp"
     rows = []
     for boxes, name in ((str(dets), "own detections"), ("gt-obj", "gt-obj boxes")):
-        out = work / f"results_{tag}_{'det' if boxes == str(dets) else 'gt'}.csv"
+        out = work / (f"results_{tag}_det.csv" if boxes == str(dets) else f"results_{base}_gt.csv")
         if not out.is_file():
             run_posekit("estimate", "--dataset", str(data), "--model-dir", args.templates, "--boxes", boxes,
                         "--targets", str(tfile), "--out", str(out), *refine)
@@ -402,7 +406,8 @@ def cmd_chain(args) -> None:
         ar = rep.ar()
         rows.append(f"| {name} | {100 * rep.metrics['add_s'].recall[-1]:.1f} % | {ar['ar_mssd']:.3f} | "
                     f"{ar['ar_mspd']:.3f} | {(ar['ar_mssd'] + ar['ar_mspd']) / 2:.3f} |")
-    print(f"{len(keys)} images, {len(targets)} targets; chain: templates{' + ' + ' '.join(refine) if args.refine else ''}")
+    print(f"{len(keys)} images, {len(targets)} targets; chain: templates{' + ' + ' '.join(refine) if args.refine else ''}"
+          + ("" if args.no_hypotheses else " (hypotheses on the found boxes, the default)"))
     print("| boxes | ADD(-S) 0.1d | AR_MSSD | AR_MSPD | mean |")
     print("|---|---|---|---|---|")
     print("\n".join(rows))
@@ -484,6 +489,8 @@ def main() -> None:
     ch.add_argument("--workdir", required=True)
     ch.add_argument("--score", default="combined")
     ch.add_argument("--refine", action="store_true", help="add --refine features --depth-sweep")
+    ch.add_argument("--no-hypotheses", action="store_true", help="trust the found boxes' size (the chain before "
+                    "the hypotheses stage became the default on found boxes)")
     sp = sub.add_parser("speed")
     sp.add_argument("--templates", required=True)
     sp.add_argument("--a", default="", help="detector settings of the baseline (KEY=VALUE,...; empty: defaults)")

@@ -99,8 +99,9 @@ def compare(photos, scene, part, boxes, box_of, args, work: Path, log: Path, thr
     """One call over all photos, then ``args.separate`` calls of one photo each, with ``threads`` torch threads."""
     load_before = os.getloadavg()[0]
     lines = work / f"one_call_{threads}.jsonl"
+    # --no-hypotheses: the file holds the ground-truth boxes, as --bbox gives them to the separate calls
     one_wall, one_rc = timed(["estimate", str(scene / "rgb"), *part, "--boxes", str(boxes), "--objects",
-                              str(args.object), "--jsonl", str(lines)], log, threads)
+                              str(args.object), "--no-hypotheses", "--jsonl", str(lines)], log, threads)
     load_mid = os.getloadavg()[0]
     one = {Path(r["image"]).stem: r for r in map(json.loads, lines.read_text().splitlines())}
     separate, same = [], 0

@@ -111,7 +111,7 @@ def test_estimate_without_a_box_uses_the_detector_and_writes_bop_detections(tiny
     assert Image.open(overlay).size == (rgb.shape[1], rgb.shape[0])
     # nothing above the threshold: exit 1 with one line, nothing written
     out.unlink()
-    r = posekit_run("estimate", image, "--cad", PART, "--detector", ws, "--det-score", "1.0", "--json", out)
+    r = posekit_run("estimate", image, "--cad", PART, "--detector", ws, "--no-pool", "--det-score", "1.0", "--json", out)
     assert r.returncode == 1 and "no bracket found" in r.stderr and not out.exists()
 
 
@@ -150,7 +150,8 @@ def test_train_regress_cli_refuses_bad_input_before_any_work(tmp_path):
     for args, needle in [(["--resume"], "nothing to resume"), (["--backgrounds", tmp_path / "none"], "--backgrounds"),
                          (["--data", tmp_path / "none"], "no such folder"), (["--preset", "huge"], "auto or one of"),
                          (["--apparent-size", "0.5,0.2"], "--apparent-size"),
-                         (["--apparent-size", "0,0.5"], "0 < MIN")]:
+                         (["--apparent-size", "0,0.5"], "0 < MIN"),
+                         (["--data", tmp_path, "--apparent-size", "0.2,0.5"], "--data reads images")]:
         r = posekit_run("train", "regress", "--cad", PART, "--out", ws, "--preset", "tiny", *args) \
             if "--preset" not in args else posekit_run("train", "regress", "--cad", PART, "--out", ws, *args)
         assert r.returncode == 2 and needle in r.stderr and r.stderr.count("\n") == 1, (args, r.stderr)

@@ -112,7 +112,7 @@ def close_stages(estimator) -> None:
 
 def open_stages(obj, cad, model, method, boxes_given: bool, init_est, detector, det_score, det_top_k, top_k, refine,
                  refiner_ws, iters, score, polish, renderer, device, depth_sweep, choices: list, missing: list,
-                 hypotheses: bool = False, pool: bool | None = None):
+                 hypotheses: bool | None = None, pool: bool | None = None, boxes_file: bool = False):
     """Choose, check and open every stage of an image-mode run once: the detector (where no box and no --init
     pose is given), the coarse stage and the refiner; returns the :class:`PoseEstimator` over them (close it with
     :func:`close_stages`). ``choices`` receives what was chosen, in the order it is printed (printed here, once
@@ -120,9 +120,11 @@ def open_stages(obj, cad, model, method, boxes_given: bool, init_est, detector, 
     all of it is named in one error before any long work (a build of the part's templates).
 
     ``pool``: True pools a trained detector's boxes with the template detector's (one is needed), False runs a
-    trained detector alone, None (the default) pools wherever a trained detector is found, except under
-    ``--method regress`` whose poses are the detector's own (the pool is measured better than either alone on
-    LM-O, docs/benchmarks.md)."""
+    trained detector alone, None (the default) pools wherever a trained detector is found, except where the coarse
+    stage is the regressor (``--method regress``, or a regressor as ``--model``), whose poses are the detector's
+    own (the pool is measured better than either alone on LM-O, docs/benchmarks.md). ``hypotheses``: None (the
+    default) runs them on found boxes (no box given, or ``boxes_file``: a detections file) and not behind the
+    regressor; given boxes are trusted."""
     from posekit.estimate.choose import (
         Choice,
         Missing,
@@ -136,9 +138,17 @@ def open_stages(obj, cad, model, method, boxes_given: bool, init_est, detector, 
     )
     from posekit.estimate.pipeline import EstimatorConfig, Hypotheses, PoseEstimator
 
-    if pool is True and method == "regress":
-        raise InputError("--pool gives the templates' poses with its boxes; --method regress wants the trained "
-                         "detector's own: use one or the other")
+    regress = method == "regress"
+    if method == "auto" and model is not None and init_est is None:
+        from posekit.estimate.methods import workspace_method
+
+        regress = workspace_method(model) == "regress"
+    if pool is True and regress:
+        raise InputError("--pool gives the templates' poses with its boxes; the regressor as the coarse stage wants "
+                         "the trained detector's own: use one or the other")
+    found_boxes = not boxes_given or boxes_file
+    if hypotheses is None:  # a found box's size is not to be trusted; a given one's is
+        hypotheses = found_boxes and not regress
     detector_path, template_detector = None, False
     if not boxes_given and init_est is None:
         detector_path, det_choice = find_detector([obj], detector)
@@ -148,7 +158,7 @@ def open_stages(obj, cad, model, method, boxes_given: bool, init_est, detector, 
             if pool:
                 missing.append(Missing("a trained detector to pool with the templates (--pool)",
                                        f"`posekit train regress --cad {cad}` (or --detector WORKSPACE)"))
-        elif pool or (pool is None and method != "regress"):
+        elif pool or (pool is None and not regress):
             template_detector = True  # opened below, beside the trained one
             det_choice = Choice("detect", f"pool: {det_choice.what}, and the template detector; all verified "
                                 "and ranked by the templates' checks")
@@ -188,12 +198,12 @@ def open_stages(obj, cad, model, method, boxes_given: bool, init_est, detector, 
     depth_sweep = depth_sweep or auto_depth_sweep(refine, refine_kind, iters, score)
     if depth_sweep and refine_kind == "features":
         refine_choice = with_depth_sweep(refine_choice)
-    choices.append(refine_choice)
-    if hypotheses and init_est is None:
+    if hypotheses and init_est is None:  # printed where it runs: between the coarse stage and refinement
         h = Hypotheses()
         choices.append(Choice("hypotheses", f"the {h.views} best views at {h.depths} depths in +-{h.depth_range:.0%} "
                               "of the box's, scored on the photo"
-                              + (" (found boxes: --no-hypotheses trusts their size)" if not boxes_given else "")))
+                              + (" (found boxes: --no-hypotheses trusts their size)" if found_boxes else "")))
+    choices.append(refine_choice)
     coarse = {}
     if init_est is None:
         from posekit.estimate.methods import load_coarse
@@ -201,7 +211,7 @@ def open_stages(obj, cad, model, method, boxes_given: bool, init_est, detector, 
         coarse[1] = load_coarse(coarse_path, method, device=device, model=obj)
     if template_detector:
         templates = open_template_detector(obj, coarse.get(1), device, choices)
-        if det_ws is not None:  # --pool
+        if det_ws is not None:  # the pool (the default with a trained detector, or --pool)
             from posekit.methods.detect import PooledDetector
 
             det_ws = PooledDetector(det_ws, templates)

@@ -61,11 +61,11 @@ def estimate(
                                        "scene_camera.json."),
     K: str | None = typer.Option(None, "--K", help="Intrinsics fx,fy,cx,cy (instead of --camera)."),
     method: str = typer.Option("auto", "--method", help="Coarse method: templates, aae, regress (the detector's own regressed poses), or auto (what the --model workspace holds)."),
-    detector: Path | None = typer.Option(None, "--detector", help="Detector workspace from `posekit train regress`: finds the part when no --bbox is given (default: one from the model store, else the training-free template detector)."),
-    det_score: float | None = typer.Option(None, "--det-score", min=0.0, max=1.0, help="Detections below this score are dropped (default: the detector's own: 0.5 for a trained detector; 0.40 on the template detector's two-cosine match score, docs/estimate.md)."),
-    instances: str | None = typer.Option(None, "--instances", help="How many instances of the part to find with no --bbox: N (the N best detections above --det-score) or all (every one above it); default 1 for the template detector, all for a trained one."),
+    detector: Path | None = typer.Option(None, "--detector", help="Detector workspace from `posekit train regress`: finds the part when no --bbox is given, pooled with the template detector unless --no-pool (default: one from the model store, else the training-free template detector alone)."),
+    det_score: float | None = typer.Option(None, "--det-score", min=0.0, max=1.0, help="Detections below this score are dropped (default: the detector's own: 0.40 on the template match (the two cosines' mean) for the template detector and the pool; 0.5 on a trained detector's own score with --no-pool or --method regress; docs/estimate.md)."),
+    instances: str | None = typer.Option(None, "--instances", help="How many instances of the part to find with no --bbox: N (the N best detections above --det-score) or all (every one above it); default 1 for the template detector and the pool, all for a trained detector alone (--no-pool, --method regress)."),
     detections_out: Path | None = typer.Option(None, "--detections-out", help="Write the detections used as a BOP'22 detections JSON (scene_id, image_id, category_id, bbox, score, time)."),
-    top_k: int = typer.Option(1, "--top-k", min=1, help="Hypotheses to report (templates / codebook neighbours): the best is the pose, the others are listed as alternatives in the JSON."),
+    top_k: int = typer.Option(1, "--top-k", min=1, help="Hypotheses to report (templates / codebook neighbours): the best is the pose, the others are listed as alternatives in the JSON (the hypotheses stage, on by default for found boxes, keeps at least 3)."),
     refine: str = typer.Option("auto", "--refine", help="Refiner: auto (the --refiner, else one from the model store "
                                "that covers the part, else features with its depth sweep, the best measured on real "
                                "photos; in dataset mode: the --refiner, else none), none, deepim, or features (search "
@@ -76,8 +76,8 @@ def estimate(
     mask: Path | None = typer.Option(None, "--mask", help="The object's mask (an image of the image's size, object >= 128): the polish's silhouette target (instead of the DeepIM refiner's predicted mask; beside the features after --refine features)."),
     score: str = typer.Option("none", "--score", help="Keep the best refiner iterate (the start included), not the last: none, mask (silhouette vs the refiner's predicted object mask) or edges (outline vs image edges) with --refine deepim, features (masked similarity of the pretrained backbone's maps) with --refine deepim or features."),
     depth_sweep: bool = typer.Option(False, "--depth-sweep", help="After --refine features: move each pose along its viewing ray to the best of 9 depths in +-8 % (refined between them by a parabola), scored by the pretrained features of 256-px crops (a best at an end of the range keeps the depth; lmo-dev, from 10-deg starts: median depth error 21 -> 18 mm; docs/benchmarks.md)."),
-    hypotheses: bool | None = typer.Option(None, "--hypotheses/--no-hypotheses", help="Between the coarse stage and refinement: the 3 best views at 7 depths in +-25 % of the box's depth, scored on the photo by the pretrained features under the union of their masks; the best goes on. Default: on for found boxes (a detector's, or a detections file), off for boxes given with --bbox or ground-truth ones, whose size is to be trusted (docs/estimate.md)."),
-    pool: bool | None = typer.Option(None, "--pool/--no-pool", help="With a trained detector (--detector or the store's): pool its boxes with the training-free template detector's candidates, all verified and ranked by the template checks (docs/estimate.md). Default: pooled wherever a trained detector is used, except with --method regress (its poses are the detector's own); --no-pool runs the trained detector alone."),
+    hypotheses: bool | None = typer.Option(None, "--hypotheses/--no-hypotheses", help="Between the coarse stage and refinement: the 3 best views at 7 depths in +-25 % of the box's depth, scored on the photo by the pretrained features under the union of their masks; the best goes on. Default: on for found boxes (a detector's, or a detections file), off for boxes given with --bbox or ground-truth ones, whose size is to be trusted, and behind the regressor (docs/estimate.md)."),
+    pool: bool | None = typer.Option(None, "--pool/--no-pool", help="Image mode, with a trained detector (--detector or the store's): pool its boxes with the training-free template detector's candidates, all verified and ranked by the template checks (docs/estimate.md). Default: pooled wherever a trained detector is used, except behind the regressor (--method regress: its poses are the detector's own); --no-pool runs the trained detector alone. Dataset mode's --boxes detector runs it alone."),
     renderer: str = typer.Option("auto", "--renderer", help="Refiner renderer: auto, pytorch3d or pyrender."),
     init: Path | None = typer.Option(None, "--init", help="Start refinement from the pose in this JSON (R, t in mm; every pose of a `posekit estimate --json` output) instead of the AAE."),
     overlay: Path | None = typer.Option(None, "--overlay", help="Write the pose over the image (.png/.jpg; .gif: one frame per stage, e.g. each refiner iteration)."),
@@ -208,7 +208,7 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
         choices.append(Choice("coarse", f"none: {len(poses)} pose(s) from --init {init}"))
     estimator = open_stages(obj, cad, model, method, bool(bboxes), init_est, detector, det_score, det_top_k, top_k,
                              refine, refiner_ws, iters, score, polish, renderer, device, depth_sweep, choices, missing,
-                             hypotheses=not bboxes if hypotheses is None else hypotheses, pool=pool)
+                             hypotheses=hypotheses, pool=pool)
     det_ws = estimator.detector
     obs = Observation(image=rgb, camera=cam, bbox=detections[0].bbox if detections else None, mask=target_mask)
     try:
@@ -324,7 +324,8 @@ def _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k
     if refiner is None and (score or polish):
         raise InputError("--score and --polish need a refiner: --refiner WORKSPACE")
     if hypotheses is None:  # found boxes (a detector's, a detections file): their size is not to be trusted
-        hypotheses = boxes not in ("gt-visib", "gt-obj")
+        hypotheses = boxes not in ("gt-visib", "gt-obj") and not any(
+            getattr(ws, "uses_detection_poses", False) for ws in coarse.values())  # not behind the regressor
     scorer = hypotheses_scorer(hypotheses, refiner, list(models.values()), device, renderer)
     estimator = PoseEstimator(models, coarse=coarse, refiner=refiner, detector=det_ws, scorer=scorer,
                               config=EstimatorConfig(top_k=top_k, refine_iters=iters, polish_steps=polish,

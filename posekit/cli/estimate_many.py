@@ -225,8 +225,8 @@ def many_mode(images, cad, units, model, bboxes, camera, K, top_k, refine, refin
         choices.append(Choice("boxes", box_file.describe()))
     estimator = open_stages(obj, cad, model, method, bool(bboxes) or box_file is not None, None, detector, det_score,
                              det_top_k, top_k, refine, refiner_ws, iters, score, polish, renderer, device,
-                             depth_sweep, choices, [], hypotheses=not bboxes if hypotheses is None else hypotheses,
-                             pool=pool)
+                             depth_sweep, choices, [], hypotheses=hypotheses, pool=pool,
+                             boxes_file=box_file is not None)
     run = {**describe(estimator), "command": shlex.join(["posekit", *sys.argv[1:]]), "cad_units": obj.units_note}
     for out in (json_dir, overlay_dir):
         if out is not None:

@@ -62,12 +62,18 @@ def train_regress_command(
     for d in data or []:
         if not d.is_dir():
             raise InputError(f"--data {d}: no such folder")
+    if data and sizes is not None:
+        raise InputError("--apparent-size sets how large the parts are rendered; --data reads images instead: give "
+                         "one or the other")
     models = []
     for path in cad:
         match = re.search(r"obj_0*(\d+)", path.stem)
         models.append(load_model(path, units=units, center=center, obj_id=int(match.group(1)) if match else None))
     out = out or store_out("regress", [m.mesh_hash for m in models])
     saved = saved_preset(out, resume, RegressPreset.from_dict)
+    if saved is not None and sizes is not None and tuple(saved.apparent_size) != sizes:
+        raise InputError(f"{out} was trained with --apparent-size {','.join(f'{v:g}' for v in saved.apparent_size)}; "
+                         "a resumed run draws the images the killed one would have: resume it with that (or none)")
     chosen = choose_preset(preset, device, get_preset, saved, out).with_steps(steps).with_apparent_size(sizes)
     result = train_regress(models, out, chosen, resume=resume, device=device, seed=seed, data=data or None,
                            backgrounds=backgrounds)

@@ -67,6 +67,10 @@ class PooledDetector:
     def default_score(self) -> float:
         return self.templates.default_score
 
+    def passes(self, hit: TemplateHit, thresh: float | None = None) -> bool:
+        """Whether a hit is a detection: the template detector's gate (every hit of the pool is verified by it)."""
+        return self.templates.passes(hit, thresh)
+
     def label_of(self, model: ObjectModel) -> int:
         """The pool's id of a part: the template detector's."""
         return self.templates.label_of(model)
