@@ -51,16 +51,6 @@ def open_refiner(kind: str | None, path: Path | None, models, device: str, rende
     return Refiner.load(path, models=models, device=device, renderer=renderer)
 
 
-def hypotheses_scorer(wanted: bool, refiner, models, device: str, renderer: str):
-    """The hypotheses stage's scorer when one is wanted and the refiner is not the feature search (which scores
-    them itself): a feature search of its own, used only to score. None otherwise."""
-    if not wanted or hasattr(refiner, "score_poses"):
-        return None
-    from posekit.methods.featurefit import FeatureRefiner
-
-    return FeatureRefiner(models, device=device, renderer=renderer)
-
-
 def write_json_atomic(path: Path, data) -> None:
     from posekit.data.jsonio import write_text_atomic
 
@@ -136,6 +126,7 @@ def open_stages(obj, cad, model, method, boxes_given: bool, init_est, detector, 
         missing_message,
         with_depth_sweep,
     )
+    from posekit.estimate.methods import hypotheses_scorer
     from posekit.estimate.pipeline import EstimatorConfig, Hypotheses, PoseEstimator
 
     regress = method == "regress"

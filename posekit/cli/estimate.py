@@ -17,7 +17,6 @@ from posekit.cli._stages import (
     PoseFailed,
     close_stages,
     failed_message,
-    hypotheses_scorer,
     image_record,
     load_part,
     not_found_message,
@@ -260,7 +259,7 @@ def _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k
         read_detections,
         write_detections,
     )
-    from posekit.estimate.methods import load_coarse
+    from posekit.estimate.methods import hypotheses_scorer, load_coarse
     from posekit.estimate.pipeline import EstimatorConfig, Hypotheses, PoseEstimator
 
     if out is None:

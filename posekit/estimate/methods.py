@@ -44,3 +44,13 @@ def load_coarse(path: str | Path, method: str = "auto", device: str = "auto", mo
             raise InputError(f"{path}: a regressor workspace serves one part at a time here; give the part's model")
         return ws.for_model(model)
     raise InputError(f"{path}: a {found} workspace has no coarse stage (use one of {', '.join(COARSE_METHODS)})")
+
+
+def hypotheses_scorer(wanted: bool, refiner, models, device: str = "auto", renderer: str = "auto"):
+    """The hypotheses stage's scorer when one is wanted and the refiner is not the feature search (which scores
+    them itself): a feature search of its own, used only to score. None otherwise."""
+    if not wanted or hasattr(refiner, "score_poses"):
+        return None
+    from posekit.methods.featurefit import FeatureRefiner
+
+    return FeatureRefiner(models, device=device, renderer=renderer)
