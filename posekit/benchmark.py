@@ -186,7 +186,7 @@ def run_benchmark(spec: BenchmarkSpec, out: str | Path, device: str = "auto", pr
     from posekit.data.jsonio import write_json_atomic, write_text_atomic
     from posekit.data.results import read_results, write_results
     from posekit.estimate.batch import estimate_dataset
-    from posekit.estimate.methods import hypotheses_scorer
+    from posekit.estimate.methods import hypotheses_scorer, wants_hypotheses
     from posekit.estimate.pipeline import EstimatorConfig, Hypotheses, PoseEstimator
     from posekit.eval.recall import evaluate
     from posekit.eval.report import plot_curves, write_json
@@ -229,7 +229,7 @@ def run_benchmark(spec: BenchmarkSpec, out: str | Path, device: str = "auto", pr
 
             detector = TemplateDetector({obj_id: coarse}, {obj_id: model})
         # found boxes: their size is not trusted (the hypotheses stage, as `posekit estimate` runs it behind them)
-        hypotheses = Hypotheses() if spec.boxes == "detector" else None
+        hypotheses = Hypotheses() if wants_hypotheses(spec.boxes == "detector", False) else None
         scorer = hypotheses_scorer(hypotheses is not None, refiner, [model], device)
         est = PoseEstimator({obj_id: model}, coarse={obj_id: coarse}, refiner=refiner, detector=detector,
                             scorer=scorer, config=EstimatorConfig(refine_iters=spec.iters, refine_score=keep,

@@ -46,6 +46,14 @@ def load_coarse(path: str | Path, method: str = "auto", device: str = "auto", mo
     raise InputError(f"{path}: a {found} workspace has no coarse stage (use one of {', '.join(COARSE_METHODS)})")
 
 
+def wants_hypotheses(found_boxes: bool, behind_regressor: bool) -> bool:
+    """The hypotheses stage's default, one rule for `posekit estimate` (one image, many images, a dataset) and
+    `posekit benchmark`: on for found boxes (a detector's, a detections file), whose size is not to be trusted
+    (docs/benchmarks.md: behind the pool on lmo-dev, ADD(-S) 16.1 -> 21.5 %); off for boxes given with --bbox or
+    ground-truth ones, and behind the regressor, whose poses are the detector's own."""
+    return bool(found_boxes) and not behind_regressor
+
+
 def hypotheses_scorer(wanted: bool, refiner, models, device: str = "auto", renderer: str = "auto"):
     """The hypotheses stage's scorer when one is wanted and the refiner is not the feature search (which scores
     them itself): a feature search of its own, used only to score. None otherwise."""
