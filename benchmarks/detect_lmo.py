@@ -104,7 +104,12 @@ def cmd_run(args) -> None:
     config = parse_config(args.config)
     if args.trained_only and (not args.detector or args.templates_run):
         raise SystemExit("--trained-only needs --detector and no --templates-run")
-    det = TemplateDetector(wss, models, config)
+    verifier = None
+    if args.verifier:  # a learned verifier: one more check in the template detector's ranking
+        from posekit.methods.detect.verifier import load_verifier
+
+        verifier = load_verifier(args.verifier)
+    det = TemplateDetector(wss, models, config, verifier=verifier)
     reuse = None
     if args.templates_run:
         # the pool's template half is the template detector's, deterministic for one config: take its hits from
@@ -115,6 +120,8 @@ def cmd_run(args) -> None:
         mine = {f.name: getattr(config, f.name) for f in fields(config)}
         if json.loads(json.dumps(mine)) != reuse["config"] or reuse.get("detector"):
             raise SystemExit(f"{args.templates_run} is a run of another detector config: {reuse['config']}")
+        if reuse.get("verifier") != args.verifier:  # the verifier is one of the template detector's checks
+            raise SystemExit(f"{args.templates_run} was run with --verifier {reuse.get('verifier')}, not {args.verifier}")
     if args.detector:  # the pool: the trained detector's boxes verified beside the templates' candidates
         from posekit.methods.detect import PoolConfig, PooledDetector
         from posekit.methods.regress import load_workspace as load_regressor
@@ -130,7 +137,7 @@ def cmd_run(args) -> None:
         raise SystemExit(f"{out} was run with another --detector (or none): give a new --out")
     run = json.loads(out.read_text()) if out.is_file() else {
         "config": {f.name: getattr(config, f.name) for f in fields(config)}, "objects": objects, "images": {},
-        "detector": name, "templates_run": args.templates_run,
+        "detector": name, "templates_run": args.templates_run, "verifier": args.verifier,
         "pool": {f.name: getattr(det.config, f.name) for f in fields(det.config)} if args.detector else None,
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "torch_threads": torch.get_num_threads()}}
@@ -463,6 +470,8 @@ def main() -> None:
     r.add_argument("--trained-only", action="store_true", help="with --detector: record the trained detector's "
                    "own boxes and scores at the pool's scales (score 'detector'), nothing verified: the trained "
                    "detector alone (one size: --pool scales=1 [--detector-size WxH])")
+    r.add_argument("--verifier", help="a `posekit train verifier` workspace: its probability is one more check in "
+                   "the template detector's 'combined' score (of its own hits and of the pool's)")
     r.add_argument("--templates-run", help="with --detector: take the template detector's hits from this earlier "
                    "run of the same --config (its images) and compute only the trained detector's verified boxes")
     e = sub.add_parser("eval")

@@ -102,7 +102,8 @@ def close_stages(estimator) -> None:
 
 def open_stages(obj, cad, model, method, boxes_given: bool, init_est, detector, det_score, det_top_k, top_k, refine,
                  refiner_ws, iters, score, polish, renderer, device, depth_sweep, choices: list, missing: list,
-                 hypotheses: bool | None = None, pool: bool | None = None, boxes_file: bool = False):
+                 hypotheses: bool | None = None, pool: bool | None = None, boxes_file: bool = False,
+                 verifier: str | None = None):
     """Choose, check and open every stage of an image-mode run once: the detector (where no box and no --init
     pose is given), the coarse stage and the refiner; returns the :class:`PoseEstimator` over them (close it with
     :func:`close_stages`). ``choices`` receives what was chosen, in the order it is printed (printed here, once
@@ -114,7 +115,8 @@ def open_stages(obj, cad, model, method, boxes_given: bool, init_est, detector, 
     stage is the regressor (``--method regress``, or a regressor as ``--model``), whose poses are the detector's
     own (the pool is measured better than either alone on LM-O, docs/benchmarks.md). ``hypotheses``: None (the
     default) runs them on found boxes (no box given, or ``boxes_file``: a detections file) and not behind the
-    regressor; given boxes are trusted."""
+    regressor; given boxes are trusted. ``verifier``: the template detector's learned verifier (a workspace, or
+    "none"); None: the model store's for the part, where there is one."""
     from posekit.estimate.choose import (
         Choice,
         Missing,
@@ -126,7 +128,7 @@ def open_stages(obj, cad, model, method, boxes_given: bool, init_est, detector, 
         missing_message,
         with_depth_sweep,
     )
-    from posekit.estimate.methods import hypotheses_scorer
+    from posekit.estimate.methods import hypotheses_scorer, wants_hypotheses
     from posekit.estimate.pipeline import EstimatorConfig, Hypotheses, PoseEstimator
 
     regress = method == "regress"
@@ -138,8 +140,12 @@ def open_stages(obj, cad, model, method, boxes_given: bool, init_est, detector, 
         raise InputError("--pool gives the templates' poses with its boxes; the regressor as the coarse stage wants "
                          "the trained detector's own: use one or the other")
     found_boxes = not boxes_given or boxes_file
-    if hypotheses is None:  # a found box's size is not to be trusted; a given one's is
-        hypotheses = found_boxes and not regress
+    if hypotheses is None:
+        hypotheses = wants_hypotheses(found_boxes, regress)
+    if verifier is not None and verifier.lower() != "none":  # checked before any long work (a build of templates)
+        from posekit.methods.detect.verifier import check_workspace
+
+        check_workspace(verifier)
     detector_path, template_detector = None, False
     if not boxes_given and init_est is None:
         detector_path, det_choice = find_detector([obj], detector)
@@ -201,7 +207,7 @@ def open_stages(obj, cad, model, method, boxes_given: bool, init_est, detector, 
 
         coarse[1] = load_coarse(coarse_path, method, device=device, model=obj)
     if template_detector:
-        templates = open_template_detector(obj, coarse.get(1), device, choices)
+        templates = open_template_detector(obj, coarse.get(1), device, choices, verifier)
         if det_ws is not None:  # the pool (the default with a trained detector, or --pool)
             from posekit.methods.detect import PooledDetector
 
@@ -224,10 +230,11 @@ def open_stages(obj, cad, model, method, boxes_given: bool, init_est, detector, 
     return estimator
 
 
-def open_template_detector(obj, coarse, device: str, choices: list):
+def open_template_detector(obj, coarse, device: str, choices: list, verifier: str | None = None):
     """The training-free detector on the part's templates: the coarse stage's own when it is templates, else the
-    model store's (built now if there are none)."""
-    from posekit.estimate.choose import Choice, build_store_templates, find_coarse
+    model store's (built now if there are none); with its learned verifier (``verifier``: a workspace, "none", or
+    None: the store's for the part, where there is one)."""
+    from posekit.estimate.choose import Choice, build_store_templates, find_coarse, find_verifier
     from posekit.methods.detect import TemplateDetector
     from posekit.methods.templates import TemplateWorkspace, load_workspace
 
@@ -239,7 +246,14 @@ def open_template_detector(obj, coarse, device: str, choices: list):
             path, choice = build_store_templates(obj, device=device)
         choices.append(Choice("detect", f"templates for the detector: {choice.what}"))
         coarse = load_workspace(path, device=device, model=obj)
-    return TemplateDetector({1: coarse}, {1: obj})
+    path, choice = find_verifier(obj, verifier)
+    ver = None
+    if path is not None:
+        from posekit.methods.detect.verifier import load_verifier
+
+        ver = load_verifier(path, device="cpu" if device in ("auto", "cpu") else device)
+        choices.append(choice)
+    return TemplateDetector({1: coarse}, {1: obj}, verifier=ver)
 
 
 def write_overlay(path: Path, rgb, cam, obj, estimates, strip: bool = False, detections=None) -> None:

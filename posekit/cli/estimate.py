@@ -77,6 +77,7 @@ def estimate(
     depth_sweep: bool = typer.Option(False, "--depth-sweep", help="After --refine features: move each pose along its viewing ray to the best of 9 depths in +-8 % (refined between them by a parabola), scored by the pretrained features of 256-px crops (a best at an end of the range keeps the depth; lmo-dev, from 10-deg starts: median depth error 21 -> 18 mm; docs/benchmarks.md)."),
     hypotheses: bool | None = typer.Option(None, "--hypotheses/--no-hypotheses", help="Between the coarse stage and refinement: the 3 best views at 7 depths in +-25 % of the box's depth, scored on the photo by the pretrained features under the union of their masks; the best goes on. Default: on for found boxes (a detector's, or a detections file), off for boxes given with --bbox or ground-truth ones, whose size is to be trusted, and behind the regressor (docs/estimate.md)."),
     pool: bool | None = typer.Option(None, "--pool/--no-pool", help="Image mode, with a trained detector (--detector or the store's): pool its boxes with the training-free template detector's candidates, all verified and ranked by the template checks (docs/estimate.md). Default: pooled wherever a trained detector is used, except behind the regressor (--method regress: its poses are the detector's own); --no-pool runs the trained detector alone. Dataset mode's --boxes detector runs it alone."),
+    verifier: str | None = typer.Option(None, "--verifier", help="Where the template detector runs (alone or in the pool): a `posekit train verifier` workspace whose probability is one more check in the ranking of its hits, or none. Default: the model store's verifier of the part, where there is one (docs/estimate.md)."),
     renderer: str = typer.Option("auto", "--renderer", help="Refiner renderer: auto, pytorch3d or pyrender."),
     init: Path | None = typer.Option(None, "--init", help="Start refinement from the pose in this JSON (R, t in mm; every pose of a `posekit estimate --json` output) instead of the AAE."),
     overlay: Path | None = typer.Option(None, "--overlay", help="Write the pose over the image (.png/.jpg; .gif: one frame per stage, e.g. each refiner iteration)."),
@@ -109,7 +110,7 @@ def estimate(
 def _estimate(images, cad, units, center, model, bbox, camera, K, method, detector, det_score, instances,
               detections_out, top_k, refine, refiner_ws, iters, polish, mask, score, depth_sweep, renderer, init,
               overlay, strip, json_out, json_dir, jsonl, overlay_dir, dataset, split, targets, boxes, model_dir,
-              objects, out, device, hypotheses=None, pool=None) -> None:
+              objects, out, device, hypotheses=None, pool=None, verifier=None) -> None:
     if method not in METHODS:
         raise InputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
     if score != "none" and score not in SCORE_MODES:
@@ -151,7 +152,7 @@ def _estimate(images, cad, units, center, model, bbox, camera, K, method, detect
             raise InputError("--pool is for images; in dataset mode pool with benchmarks/detect_lmo.py run --detector")
         _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k, refine, refiner_ws, iters,
                       polish, renderer, device, score, method, detector, det_score, det_top_k, detections_out,
-                      depth_sweep=depth_sweep, hypotheses=hypotheses)
+                      depth_sweep=depth_sweep, hypotheses=hypotheses, verifier=verifier)
     elif len(images or []) > 1 or (images and images[0].is_dir()) or any(
             o is not None for o in (json_dir, jsonl, overlay_dir)):
         from posekit.cli.estimate_many import many_mode
@@ -160,18 +161,18 @@ def _estimate(images, cad, units, center, model, bbox, camera, K, method, detect
                   renderer, device, score, method, center, detector, det_score, det_top_k, depth_sweep, json_dir,
                   jsonl, overlay_dir, boxes, objects,
                   {"--json": json_out, "--overlay": overlay, "--strip": strip, "--init": init, "--mask": mask,
-                   "--detections-out": detections_out}, hypotheses=hypotheses, pool=pool)
+                   "--detections-out": detections_out}, hypotheses=hypotheses, pool=pool, verifier=verifier)
     else:
         _image_mode(images[0] if images else None, cad, units, model, bbox or [], camera, K, top_k, refine,
                     refiner_ws, iters, polish, renderer, init, overlay, strip, json_out, device, score, mask, method,
                     center, detector, det_score, det_top_k, detections_out, depth_sweep=depth_sweep,
-                    hypotheses=hypotheses, pool=pool)
+                    hypotheses=hypotheses, pool=pool, verifier=verifier)
 
 
 def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refiner_ws, iters, polish, renderer,
                 init, overlay, strip, json_out, device, score=None, mask=None, method="auto", center=False,
                 detector=None, det_score=0.5, det_top_k=None, detections_out=None, depth_sweep=False,
-                hypotheses=None, pool=None) -> None:
+                hypotheses=None, pool=None, verifier=None) -> None:
     from posekit.data.types import Observation, PoseEstimate
     from posekit.estimate import inputs
     from posekit.estimate.choose import Choice, Missing
@@ -207,7 +208,7 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
         choices.append(Choice("coarse", f"none: {len(poses)} pose(s) from --init {init}"))
     estimator = open_stages(obj, cad, model, method, bool(bboxes), init_est, detector, det_score, det_top_k, top_k,
                              refine, refiner_ws, iters, score, polish, renderer, device, depth_sweep, choices, missing,
-                             hypotheses=hypotheses, pool=pool)
+                             hypotheses=hypotheses, pool=pool, verifier=verifier)
     det_ws = estimator.detector
     obs = Observation(image=rgb, camera=cam, bbox=detections[0].bbox if detections else None, mask=target_mask)
     try:
@@ -249,7 +250,7 @@ def _image_mode(image, cad, units, model, bboxes, camera, K, top_k, refine, refi
 
 def _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k, refine, refiner_ws, iters,
                   polish, renderer, device, score=None, method="auto", detector=None, det_score=0.5, det_top_k=None,
-                  detections_out=None, depth_sweep=False, hypotheses=None) -> None:
+                  detections_out=None, depth_sweep=False, hypotheses=None, verifier=None) -> None:
     from posekit.data.bop import BopDataset
     from posekit.data.results import write_results
     from posekit.estimate.batch import (
@@ -259,7 +260,7 @@ def _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k
         read_detections,
         write_detections,
     )
-    from posekit.estimate.methods import hypotheses_scorer, load_coarse
+    from posekit.estimate.methods import hypotheses_scorer, load_coarse, wants_hypotheses
     from posekit.estimate.pipeline import EstimatorConfig, Hypotheses, PoseEstimator
 
     if out is None:
@@ -308,7 +309,12 @@ def _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k
             raise InputError(f"--boxes detector without --detector finds the parts with their templates, but "
                              f"{model_dir} holds no templates of object(s) {not_templates}: give --detector "
                              "WORKSPACE or a --model-dir of templates")
-        det_ws = TemplateDetector(coarse, models)
+        ver = None
+        if verifier is not None and verifier.lower() != "none":  # dataset mode: only the one given
+            from posekit.methods.detect.verifier import load_verifier
+
+            ver = load_verifier(verifier)
+        det_ws = TemplateDetector(coarse, models, verifier=ver)
     tgts = [t for t in tgts if t.obj_id in coarse]
     detections = None
     if boxes not in BOX_SOURCES:
@@ -322,9 +328,9 @@ def _dataset_mode(dataset, split, targets, boxes, model_dir, objects, out, top_k
     refiner = open_refiner(kind, refiner_ws, list(models.values()), device, renderer, depth_sweep)
     if refiner is None and (score or polish):
         raise InputError("--score and --polish need a refiner: --refiner WORKSPACE")
-    if hypotheses is None:  # found boxes (a detector's, a detections file): their size is not to be trusted
-        hypotheses = boxes not in ("gt-visib", "gt-obj") and not any(
-            getattr(ws, "uses_detection_poses", False) for ws in coarse.values())  # not behind the regressor
+    if hypotheses is None:
+        hypotheses = wants_hypotheses(boxes not in ("gt-visib", "gt-obj"),
+                                      any(getattr(ws, "uses_detection_poses", False) for ws in coarse.values()))
     scorer = hypotheses_scorer(hypotheses, refiner, list(models.values()), device, renderer)
     estimator = PoseEstimator(models, coarse=coarse, refiner=refiner, detector=det_ws, scorer=scorer,
                               config=EstimatorConfig(top_k=top_k, refine_iters=iters, polish_steps=polish,

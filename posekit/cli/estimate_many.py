@@ -172,7 +172,8 @@ class _Lines:
 
 def many_mode(images, cad, units, model, bboxes, camera, K, top_k, refine, refiner_ws, iters, polish, renderer,
               device, score, method, center, detector, det_score, det_top_k, depth_sweep, json_dir, jsonl,
-              overlay_dir, boxes, objects, one_image_options: dict, hypotheses: bool | None = None, pool: bool | None = None) -> None:
+              overlay_dir, boxes, objects, one_image_options: dict, hypotheses: bool | None = None, pool: bool | None = None,
+              verifier: str | None = None) -> None:
     """Estimate the part's pose in every image of ``images`` (files and folders) with stages opened once."""
     from posekit.data.jsonio import atomic_write
     from posekit.estimate import inputs
@@ -226,7 +227,7 @@ def many_mode(images, cad, units, model, bboxes, camera, K, top_k, refine, refin
     estimator = open_stages(obj, cad, model, method, bool(bboxes) or box_file is not None, None, detector, det_score,
                              det_top_k, top_k, refine, refiner_ws, iters, score, polish, renderer, device,
                              depth_sweep, choices, [], hypotheses=hypotheses, pool=pool,
-                             boxes_file=box_file is not None)
+                             boxes_file=box_file is not None, verifier=verifier)
     run = {**describe(estimator), "command": shlex.join(["posekit", *sys.argv[1:]]), "cad_units": obj.units_note}
     for out in (json_dir, overlay_dir):
         if out is not None:

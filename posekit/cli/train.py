@@ -138,7 +138,9 @@ def train_templates_command(
 def register(app: typer.Typer) -> None:
     from posekit.cli.train_refine import register_refine
     from posekit.cli.train_regress import register_regress
+    from posekit.cli.train_verifier import register_verifier
 
     register_refine(train_app)
     register_regress(train_app)
+    register_verifier(train_app)
     app.add_typer(train_app, name="train")

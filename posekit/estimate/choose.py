@@ -65,6 +65,22 @@ def find_detector(models: list[ObjectModel], detector: Path | None) -> tuple[Pat
     return None, None
 
 
+def find_verifier(obj: ObjectModel, verifier: str | None) -> tuple[Path | None, Choice | None]:
+    """The template detector's learned verifier: ``verifier`` (a workspace folder, or "none"), else the model
+    store's newest that was trained on this part; (None, None) where there is none."""
+    from posekit.data import store
+
+    if verifier is not None:
+        if verifier.lower() == "none":
+            return None, None
+        return Path(verifier), Choice("detect", f"verifier {verifier} (--verifier): one more check of the hits")
+    e = store.find(obj.mesh_hash, "verifier")
+    if e is None:
+        return None, None
+    return e.path, Choice("detect", f"verifier ({e.preset}) from the model store: {e.path}: one more check of the "
+                          "hits (--verifier none: the rules alone)")
+
+
 def build_store_templates(obj: ObjectModel, device: str = "auto", preset: str = "default") -> tuple[Path, Choice]:
     """Build the part's templates into the model store now (progress bar on stderr)."""
     from posekit.data import store

@@ -41,7 +41,8 @@ from posekit.geometry.camera import Camera, project_points
 from posekit.methods.templates.workspace import TemplateWorkspace
 from posekit.methods.viewbased import image_tensor, poses_from_entries
 
-SCORES = ("combined", "match", "cosine", "rendered", "edges", "colour", "contrast", "sharpness", "proposal")
+SCORES = ("combined", "match", "cosine", "rendered", "edges", "colour", "contrast", "sharpness", "proposal",
+          "verifier")
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ class TemplateDetector:
     """Finds parts in photos with their template workspaces (one per object id) and nothing trained."""
 
     def __init__(self, workspaces: dict[int, TemplateWorkspace], models: dict[int, ObjectModel],
-                 config: DetectorConfig | None = None) -> None:
+                 config: DetectorConfig | None = None, verifier=None) -> None:
         if not workspaces:
             raise InputError("the template detector needs the templates of at least one part")
         missing = sorted(set(workspaces) - set(models))
@@ -132,6 +133,11 @@ class TemplateDetector:
         self.workspaces = workspaces
         self.models = models
         self.config = config or DetectorConfig()
+        # a learned verifier (posekit.methods.detect.verifier, `posekit train verifier`): one more check in the
+        # ``combined`` mean; None: the rules alone
+        self.verifier = verifier
+        if verifier is not None and self.config.verify_crop <= 0:
+            raise InputError("a verifier reads the rendered checks' maps: it needs verify_crop > 0")
         for obj_id, ws in workspaces.items():
             ws.check_mesh(models[obj_id])
         first = next(iter(workspaces.values()))
@@ -363,15 +369,12 @@ class TemplateDetector:
         return best_w, sims
 
     @torch.no_grad()
-    def _render_checks(self, obj_id: int, image: torch.Tensor, camera: Camera, windows: np.ndarray,
-                       R: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
-        """Each pose hypothesis rendered into its window and compared with the photo there: ``rendered`` (B,), the
-        masked similarity on the backbone's deeper ``verify_map`` (s16: 112 channels of 16-px cells, more about
-        the part's parts than its edges), under the render's mask; ``edges``, the share of its outline that runs
-        along the photo's gradients (within 2 px); ``colour``, the agreement of the colours under its mask."""
-        from posekit.features.colour import colour_agreement
-        from posekit.features.edges import contour_edge_agreement
-        from posekit.features.similarity import mask_weights, paired_similarity
+    def verify_maps(self, obj_id: int, image: torch.Tensor, camera: Camera, windows: np.ndarray, R: np.ndarray,
+                    t: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """Each pose hypothesis rendered into its window (``verify_crop`` px, one colour pass, its alpha coverage
+        the mask) and the backbone's ``verify_map`` of the photo's crop and of the render: (photo maps, render maps,
+        mask share per cell, photo crops, renders, render masks): what the rendered checks and the verifier read."""
+        from posekit.features.similarity import mask_weights
         from posekit.geometry.camera import crop_K
         from posekit.render.centred import render_model
         from posekit.render.crops import render_in_crops
@@ -394,10 +397,31 @@ class TemplateDetector:
         fa = self.backbone.features(crops.to(self.device), name)
         fb = self.backbone.features(rgb.to(self.device), name)
         w = mask_weights(mask.to(self.device), int(name[1:]), tuple(fa.shape[-2:]))
+        return fa, fb, w, crops, rgb, mask
+
+    @torch.no_grad()
+    def _render_checks(self, obj_id: int, image: torch.Tensor, camera: Camera, windows: np.ndarray,
+                       R: np.ndarray, t: np.ndarray, checks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Each pose hypothesis rendered into its window and compared with the photo there: ``rendered`` (B,), the
+        masked similarity on the backbone's deeper ``verify_map`` (s16: 112 channels of 16-px cells, more about
+        the part's parts than its edges), under the render's mask; ``edges``, the share of its outline that runs
+        along the photo's gradients (within 2 px); ``colour``, the agreement of the colours under its mask; with a
+        learned verifier, ``verifier``, its probability that the hit is right (it also reads ``checks``, the
+        scores computed before)."""
+        from posekit.features.colour import colour_agreement
+        from posekit.features.edges import contour_edge_agreement
+        from posekit.features.similarity import paired_similarity
+
+        fa, fb, w, crops, rgb, mask = self.verify_maps(obj_id, image, camera, windows, R, t)
         out = {"rendered": paired_similarity(fa, fb, w).cpu().numpy(),
                "edges": contour_edge_agreement(crops, mask, spread=2)}
         if _has_colours(self.models[obj_id]):
             out["colour"] = colour_agreement(crops, rgb, mask)
+        if self.verifier is not None:
+            from posekit.methods.detect.verifier import check_vector
+
+            rows = [check_vector({k: float(v[i]) for k, v in {**checks, **out}.items()}) for i in range(len(windows))]
+            out["verifier"] = self.verifier.probability(fa, fb, w, np.asarray(rows))
         return out
 
     def close(self) -> None:
@@ -421,13 +445,14 @@ class TemplateDetector:
                                    vals.cpu().numpy()[:, None], obj_id)
         ests = [p[0] for p in poses]
         if self.config.verify_crop > 0:
-            extra = {**extra, **self._render_checks(obj_id, image, camera, windows, np.stack([e.R for e in ests]),
-                                                    np.stack([e.t for e in ests]))}
             cos = vals.cpu().numpy()
+            before = {"cosine": cos, "contrast": cos - mean.cpu().numpy()}
+            extra = {**extra, **self._render_checks(obj_id, image, camera, windows, np.stack([e.R for e in ests]),
+                                                    np.stack([e.t for e in ests]), before)}
             # the two cosines: what tells a part from no part best (the gate of min_score)
             extra["match"] = 0.5 * (cos + extra["rendered"])
             checks = {"cosine": cos, **extra}
-            extra["combined"] = np.mean([checks[k] for k in _combined_checks(self.models[obj_id])], axis=0)
+            extra["combined"] = np.mean([checks[k] for k in self._combined(obj_id)], axis=0)
         hits = []
         for i, est in enumerate(ests):
             scores = {"cosine": float(vals[i]), "contrast": float(vals[i] - mean[i]),
@@ -535,11 +560,17 @@ class TemplateDetector:
         least = self.config.min_score if thresh is None else float(thresh)
         return _gate(hit) >= least and hit.scores.get("edges", 1.0) >= self.config.min_edges
 
+    def _combined(self, obj_id: int) -> tuple[str, ...]:
+        """The checks whose mean is a part's ``combined`` score: :func:`_combined_checks`, and the learned
+        verifier's probability as one more where there is one (lmo-dev: the rules and the head fail on different
+        hits, docs/benchmarks.md "A learned verifier")."""
+        return _combined_checks(self.models[obj_id]) + (("verifier",) if self.verifier is not None else ())
+
     def checks(self, obj_id: int) -> int:
         """How many checks the ranking score (``config.score``) of a part's hits averages: those of ``combined``
         (:func:`_combined_checks`), two for ``match``, else one."""
         if self.config.score == "combined" and self.config.verify_crop > 0:
-            return len(_combined_checks(self.models[obj_id]))
+            return len(self._combined(obj_id))
         return 2 if self.config.score == "match" else 1
 
     @property
