@@ -251,7 +251,7 @@ def open_template_detector(obj, coarse, device: str, choices: list, verifier: st
     if path is not None:
         from posekit.methods.detect.verifier import load_verifier
 
-        ver = load_verifier(path, device="cpu" if device in ("auto", "cpu") else device)
+        ver = load_verifier(path, device=str(coarse.device))  # where the backbone's maps are
         choices.append(choice)
     return TemplateDetector({1: coarse}, {1: obj}, verifier=ver)
 

@@ -36,7 +36,9 @@ COCO_STATS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR1", 
 Detections = dict
 
 
-def _amodal_box(info, width: int, height: int) -> tuple[float, float, float, float]:
+def amodal_box(info, width: int, height: int) -> tuple[float, float, float, float]:
+    """The full-object box of an annotated instance (``bbox_obj`` of scene_gt_info.json, occluded part included),
+    clipped to the image: what detections are scored against, as bop_toolkit scores them."""
     x, y, w, h = (float(v) for v in info.bbox_obj)
     x0, y0 = max(0.0, x), max(0.0, y)
     x1, y1 = min(float(width), x + w + 1.0), min(float(height), y + h + 1.0)
@@ -56,7 +58,7 @@ def ground_truth(dataset: BopDataset, targets: list[Target], split: str = "test"
             px = float(getattr(g.info, "px_count_visib", 0) or 0)
             if px < 1:
                 continue
-            rows.append((g.obj_id, _amodal_box(g.info, frame.camera.width, frame.camera.height),
+            rows.append((g.obj_id, amodal_box(g.info, frame.camera.width, frame.camera.height),
                          float(g.info.visib_fract or 0.0), px))
         out[key] = rows
     return out
