@@ -121,7 +121,7 @@ def test_estimate_names_the_verifier_it_uses(trained, store_with_templates, tmp_
     assert "verifier" not in r.stderr
 
 
-def test_bad_inputs_are_named_together_in_one_line(store_with_templates, tmp_path):
+def test_bad_inputs_are_named_together_in_one_line(store_with_templates, trained, tmp_path):
     r = posekit_run("train", "verifier", "--cad", tmp_path / "nope.stl", "--backgrounds", tmp_path / "none",
                     "--out", tmp_path / "ws")
     assert r.returncode != 0 and "Traceback" not in r.stderr
@@ -134,3 +134,7 @@ def test_bad_inputs_are_named_together_in_one_line(store_with_templates, tmp_pat
     r = run_in(store_with_templates, "estimate", REPO / "assets" / "bracket_scene.png", "--cad", PART, "--verifier",
                not_verifier, "--refine", "none")
     assert r.returncode != 0 and "Traceback" not in r.stderr and "not a verifier workspace" in r.stderr
+    # a verifier where no template detector runs (a box is given) would do nothing: refused, not ignored
+    r = run_in(store_with_templates, "estimate", REPO / "assets" / "bracket_scene.png", "--cad", PART, "--verifier",
+               trained[0], "--bbox", "303,147,173,104", "--refine", "none")
+    assert r.returncode != 0 and "Traceback" not in r.stderr and "leave --verifier out" in r.stderr

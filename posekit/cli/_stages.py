@@ -160,6 +160,9 @@ def open_stages(obj, cad, model, method, boxes_given: bool, init_est, detector, 
             det_choice = Choice("detect", f"pool: {det_choice.what}, and the template detector; all verified "
                                 "and ranked by the templates' checks")
         choices.append(det_choice)
+    if verifier is not None and verifier.lower() != "none" and not template_detector:
+        raise InputError("--verifier checks the template detector's hits, and this run does not use it (a box is "
+                         "given, or a trained detector runs alone): leave --verifier out")
     coarse_path, build_templates_now = None, False
     if init_est is None:
         coarse_path, choice = find_coarse(obj, model, method)
