@@ -255,7 +255,8 @@ def open_template_detector(obj, coarse, device: str, choices: list, verifier: st
         from posekit.methods.detect.verifier import load_verifier
 
         ver = load_verifier(path, device=str(coarse.device))  # where the backbone's maps are
-        choices.append(choice)
+        last = max((i for i, c in enumerate(choices) if c.stage == "detect"), default=len(choices) - 1)
+        choices.insert(last + 1, choice)  # printed with the other detect lines
     return TemplateDetector({1: coarse}, {1: obj}, verifier=ver)
 
 
