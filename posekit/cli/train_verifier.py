@@ -71,7 +71,8 @@ def train_verifier_command(
     # ungated and unthinned: every hit it verifies is a sample
     workspaces = {m.obj_id: open_template_detector(m, None, str(dev), [], verifier="none").workspaces[1] for m in models}
     detector = TemplateDetector(workspaces, {m.obj_id: m for m in models},
-                                DetectorConfig(min_score=0.0, box_overlap=1.01))
+                                DetectorConfig(min_score=0.0, box_overlap=1.01, verify_crop=chosen.verify_crop,
+                                               verify_map=chosen.verify_map))
     config = RandomizationConfig(views="upper", apparent_size=chosen.apparent_size, objects=chosen.objects,
                                  occluders=chosen.occluders, background="images")
     job = RenderJob(targets=models, camera=cam, count=chosen.images, seed=seed, config=config, backgrounds=bg)

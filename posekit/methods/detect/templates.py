@@ -136,8 +136,11 @@ class TemplateDetector:
         # a learned verifier (posekit.methods.detect.verifier, `posekit train verifier`): one more check in the
         # ``combined`` mean; None: the rules alone
         self.verifier = verifier
-        if verifier is not None and self.config.verify_crop <= 0:
-            raise InputError("a verifier reads the rendered checks' maps: it needs verify_crop > 0")
+        if verifier is not None:
+            want = (verifier.preset.verify_crop, verifier.preset.verify_map)
+            if (self.config.verify_crop, self.config.verify_map) != want:
+                raise InputError(f"the verifier reads the rendered check's {want[1]} maps of {want[0]}-px crops; this "
+                                 f"detector's are {self.config.verify_map} of {self.config.verify_crop} px")
         for obj_id, ws in workspaces.items():
             ws.check_mesh(models[obj_id])
         first = next(iter(workspaces.values()))

@@ -36,6 +36,9 @@ class VerifierPreset:
     """How a verifier is trained (stored in its workspace)."""
 
     name: str
+    # what the head reads: the template detector's rendered check at this crop side and backbone map (its defaults)
+    verify_crop: int = 128
+    verify_map: str = "s16"
     images: int = 300  # rendered scenes whose hits are the training samples
     objects: tuple[int, int] = (2, 5)  # part instances per scene (posekit render --objects)
     apparent_size: tuple[float, float] = (0.11, 0.45)  # LM-O's spread of part sizes in the photo (docs/training.md)
