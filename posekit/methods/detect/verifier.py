@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -184,12 +184,11 @@ class Samples:
     @classmethod
     def load(cls, path: Path) -> Samples:
         z = np.load(path)
-        return cls(**{k: z[k] for k in ("photo", "render", "mask", "checks", "label", "group")})
+        return cls(**{f.name: z[f.name] for f in fields(cls)})
 
     @classmethod
     def join(cls, parts: list[Samples]) -> Samples:
-        return cls(**{k: np.concatenate([getattr(p, k) for p in parts]) for k in
-                      ("photo", "render", "mask", "checks", "label", "group")})
+        return cls(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)})
 
 
 def collect_image(detector, image: np.ndarray, camera, instances: dict[int, list], rng: np.random.Generator,
