@@ -233,22 +233,30 @@ def open_stages(obj, cad, model, method, boxes_given: bool, init_est, detector, 
     return estimator
 
 
-def open_template_detector(obj, coarse, device: str, choices: list, verifier: str | None = None):
-    """The training-free detector on the part's templates: the coarse stage's own when it is templates, else the
-    model store's (built now if there are none); with its learned verifier (``verifier``: a workspace, "none", or
-    None: the store's for the part, where there is one)."""
-    from posekit.estimate.choose import Choice, build_store_templates, find_coarse, find_verifier
-    from posekit.methods.detect import TemplateDetector
+def detector_templates(obj, coarse, device: str, choices: list):
+    """The template workspace the training-free detector searches with: the coarse stage's own when it is
+    templates, else the model store's (built now if there are none; the choice is added to ``choices``)."""
+    from posekit.estimate.choose import Choice, build_store_templates, find_coarse
     from posekit.methods.templates import TemplateWorkspace, load_workspace
 
-    if not isinstance(coarse, TemplateWorkspace):
-        path, choice = find_coarse(obj, None, "templates")
-        if path is None:
-            typer.echo("posekit: no templates of this part yet: building them for the detector (no training) ...",
-                       err=True)
-            path, choice = build_store_templates(obj, device=device)
-        choices.append(Choice("detect", f"templates for the detector: {choice.what}"))
-        coarse = load_workspace(path, device=device, model=obj)
+    if isinstance(coarse, TemplateWorkspace):
+        return coarse
+    path, choice = find_coarse(obj, None, "templates")
+    if path is None:
+        typer.echo("posekit: no templates of this part yet: building them for the detector (no training) ...",
+                   err=True)
+        path, choice = build_store_templates(obj, device=device)
+    choices.append(Choice("detect", f"templates for the detector: {choice.what}"))
+    return load_workspace(path, device=device, model=obj)
+
+
+def open_template_detector(obj, coarse, device: str, choices: list, verifier: str | None = None):
+    """The training-free detector on the part's templates (:func:`detector_templates`), with its learned verifier
+    (``verifier``: a workspace, "none", or None: the store's for the part, where there is one)."""
+    from posekit.estimate.choose import find_verifier
+    from posekit.methods.detect import TemplateDetector
+
+    coarse = detector_templates(obj, coarse, device, choices)
     path, choice = find_verifier(obj, verifier)
     ver = None
     if path is not None:

@@ -41,7 +41,7 @@ def train_verifier_command(
     import time
 
     from posekit.cad.load import load_model
-    from posekit.cli._stages import open_template_detector
+    from posekit.cli._stages import detector_templates
     from posekit.errors import InputError
     from posekit.methods.detect import DetectorConfig, TemplateDetector
     from posekit.methods.detect.verifier import get_preset, train_verifier, with_images
@@ -69,7 +69,7 @@ def train_verifier_command(
     start = time.perf_counter()
     # the template detector of the parts, as `posekit estimate` opens it (templates built now where there are none),
     # ungated and unthinned: every hit it verifies is a sample
-    workspaces = {m.obj_id: open_template_detector(m, None, str(dev), [], verifier="none").workspaces[1] for m in models}
+    workspaces = {m.obj_id: detector_templates(m, None, str(dev), []) for m in models}
     detector = TemplateDetector(workspaces, {m.obj_id: m for m in models},
                                 DetectorConfig(min_score=0.0, box_overlap=1.01, verify_crop=chosen.verify_crop,
                                                verify_map=chosen.verify_map))
