@@ -182,13 +182,12 @@ def speed_kinds(repeats: int) -> str:
     return "\n".join(lines)
 
 
-def speed_search(images: int, results: Path | None) -> str:
-    """The feature search with its depth sweep (``--refine features --depth-sweep``) as it is now (warped in-plane
-    candidates, one-pass renders) against every candidate rendered (``warp=False``, the search before), in the same
-    process on the same lmo-dev frames, alternating which goes first; seconds per part and where they go (render,
-    warps and crops, backbone, the rest)."""
+def speed_search(images: int, results: Path | None, a: str = "", b: str = "warp=false") -> str:
+    """The feature search with its depth sweep (``--refine features --depth-sweep``) in two settings, ``a`` (default:
+    as it is now) and ``b`` (default: every candidate rendered, ``warp=False``, the search before the warps), as
+    ``KEY=VALUE,...`` changes of its FeatureFitConfig, in the same process on the same lmo-dev frames, alternating
+    which goes first; seconds per part and where they go (render, warps and crops, backbone, the rest)."""
     import time
-    from dataclasses import replace
 
     import torch
 
@@ -202,8 +201,10 @@ def speed_search(images: int, results: Path | None) -> str:
     by_frame = _estimates_by_frame(results) if results else None
     keys = sorted(by_frame if by_frame else frames)[: images + 1]
     models = [ds.load_model(o) for o in ds.obj_ids]
-    now = FeatureRefiner(models, device="cpu", config=search_config(True))
-    before = FeatureRefiner(models, device="cpu", config=replace(search_config(True), warp=False), backbone=now.backbone)
+
+    now = FeatureRefiner(models, device="cpu", config=features_config("features:" + a, search_config(True)))
+    before = FeatureRefiner(models, device="cpu", config=features_config("features:" + b, search_config(True)),
+                            backbone=now.backbone)
     spent = {"now": {}, "before": {}}
     which = ["now"]
 
@@ -246,21 +247,24 @@ def speed_search(images: int, results: Path | None) -> str:
     finally:
         now.close()
         before.close()
+    name_a = f"`{a}`" if a else "as it is now"
+    name_b = f"`{b}`" if b else "as it is now"
+    opts = (f"{' --results ' + str(results) if results else ''}{' --a ' + a if a else ''}"
+            f"{' --b ' + b if b != 'warp=false' else ''}")
     lines = [
-        f"`python benchmarks/refine.py speed-search --images {images}{' --results ' + str(results) if results else ''}`: "
+        f"`python benchmarks/refine.py speed-search --images {images}{opts}`: "
         f"`--refine features --depth-sweep` (4 iterations) on {len(keys) - 1} lmo-dev frames ({parts} parts, "
-        f"{'the poses of ' + results.name if results else 'ground-truth poses'}), the search now and with every "
-        f"candidate rendered, in one process, alternating; {platform.machine()}, {os.cpu_count()} CPUs, torch "
+        f"{'the poses of ' + results.name if results else 'ground-truth poses'}), the search {name_a} against "
+        f"{name_b}, in one process, alternating; {platform.machine()}, {os.cpu_count()} CPUs, torch "
         f"threads {torch.get_num_threads()}, no GPU, pyrender; load as stated beside the table.",
         "",
-        "| search | s per part | render | warps | crops | backbone | rest | vs all rendered |",
+        "| search | s per part | render | warps | crops | backbone | rest | vs b |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for label in ("before", "now"):
+    for label, name in (("before", f"b: {name_b}"), ("now", f"a: {name_a}")):
         d = spent[label]
         rest = d["total"] - sum(v for k, v in d.items() if k != "total")
         cells = [f"{d.get(k, 0.0) / parts:.3f}" for k in ("render", "warp", "crop", "backbone")]
-        name = "every candidate rendered (`warp=False`)" if label == "before" else "in-plane candidates warped (now)"
         lines.append(f"| {name} | {d['total'] / parts:.3f} | " + " | ".join(cells) +
                      f" | {rest / parts:.3f} | {d['total'] / spent['before']['total']:.2f}x |")
     return "\n".join(lines)
@@ -352,13 +356,14 @@ def is_features(refiner: Path | str) -> bool:
     return str(refiner) == "features" or str(refiner).startswith("features:")
 
 
-def features_config(refiner: Path | str):
-    """The FeatureFitConfig that ``features:KEY=VALUE,...`` names (defaults for plain ``features``)."""
+def features_config(refiner: Path | str, base=None):
+    """The FeatureFitConfig that ``features:KEY=VALUE,...`` names: those changes to ``base`` (default: the defaults,
+    which plain ``features`` names)."""
     from dataclasses import fields, replace
 
     from posekit.methods.featurefit import FeatureFitConfig
 
-    cfg = FeatureFitConfig()
+    cfg = base if base is not None else FeatureFitConfig()
     spec = str(refiner).partition(":")[2]
     types = {f.name: type(getattr(cfg, f.name)) for f in fields(cfg)}
     changes = {}
@@ -933,6 +938,8 @@ def main() -> None:
     ss = sub.add_parser("speed-search", help="the feature search now vs every candidate rendered, per stage")
     ss.add_argument("--images", type=int, default=8)
     ss.add_argument("--results", type=Path, default=None, help="start from these poses (a results CSV)")
+    ss.add_argument("--a", default="", help="the first setting, KEY=VALUE,... of FeatureFitConfig (default: now)")
+    ss.add_argument("--b", default="warp=false", help="the baseline setting (default: every candidate rendered)")
     ss.add_argument("--write-docs", action="store_true")
     sk.add_argument("--write-docs", action="store_true")
     dr = sub.add_parser("drift")
@@ -983,7 +990,7 @@ def main() -> None:
         print(search(a.start, a.refiner, a.out, a.iters))
         return
     elif a.what == "speed-search":
-        body = speed_search(a.images, a.results)
+        body = speed_search(a.images, a.results, a.a, a.b)
         heading = "Feature search speed: warped candidates (lmo-dev)"
     elif a.what == "backgrounds":
         body = backgrounds(a.refiner)

@@ -461,3 +461,25 @@ def test_zoom_window_contains_the_object_with_the_requested_aspect(center):
         torch.from_numpy(R), torch.from_numpy(t), corners, K_LMO, out_aspect=aspect, center=center
     )
     assert isinstance(bt, torch.Tensor) and np.allclose(bt.numpy(), box)
+
+
+def test_align_optical_axis_is_the_minimal_turn_of_the_optical_axis_onto_t():
+    """Left-multiplying a centred view by it moves the part off-centre without a roll: the optical axis goes onto
+    t's direction, about an axis in the image plane (the smallest turn), with det +1; on the axis it is the
+    identity, straight behind the camera the half turn diag(1, -1, -1). A flipped sign or a transposed result
+    fails the first check."""
+    from posekit.render.views import align_optical_axis
+
+    rng = np.random.default_rng(3)
+    t = rng.normal(size=(200, 3)) * [300.0, 300.0, 100.0] + [0.0, 0.0, 800.0]
+    R = align_optical_axis(t)
+    d = t / np.linalg.norm(t, axis=1, keepdims=True)
+    assert np.allclose(R @ [0.0, 0.0, 1.0], d, atol=1e-12)
+    assert np.allclose(R @ np.swapaxes(R, 1, 2), np.eye(3), atol=1e-12) and np.allclose(np.linalg.det(R), 1.0)
+    axis = np.cross([0.0, 0.0, 1.0], d)
+    assert np.allclose(np.einsum("bij,bj->bi", R, axis), axis, atol=1e-9)  # the turn's axis lies in the image plane
+    ref = Rotation.align_vectors(d[:1], [[0.0, 0.0, 1.0]])[0].as_matrix()
+    assert np.allclose(R[0], ref, atol=1e-9)
+    assert np.allclose(align_optical_axis(np.array([0.0, 0.0, 500.0])), np.eye(3))
+    assert np.allclose(align_optical_axis(np.array([0.0, 0.0, -5.0])), np.diag([1.0, -1.0, -1.0]))
+    assert align_optical_axis(t.reshape(10, 20, 3)).shape == (10, 20, 3, 3)

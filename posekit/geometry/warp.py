@@ -25,12 +25,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from posekit.geometry.rotations import so3_exp
+
 
 def _rotvec_matrix(v: np.ndarray) -> np.ndarray:
-    from scipy.spatial.transform import Rotation
-
-    v = np.asarray(v, dtype=np.float64)
-    return Rotation.from_rotvec(v.reshape(-1, 3)).as_matrix().reshape(*v.shape[:-1], 3, 3)
+    return so3_exp(np.asarray(v, dtype=np.float64))
 
 
 def ray_turns(t: np.ndarray, angles: np.ndarray) -> np.ndarray:

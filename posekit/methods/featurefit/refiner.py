@@ -37,6 +37,7 @@ from posekit.errors import InputError
 from posekit.features.backbone import Backbone, shared_backbone
 from posekit.features.similarity import mask_weights, union_similarity
 from posekit.geometry.crop import crop_images, crop_intrinsics, crop_mask, zoom_window
+from posekit.geometry.rotations import so3_exp
 from posekit.geometry.warp import ray_to_ray, ray_turns, rotation_homography, warp_images
 from posekit.methods.viewbased import image_tensor
 from posekit.render.crops import render_in_crops
@@ -125,14 +126,12 @@ def pick_depth(t: np.ndarray, scales: np.ndarray, scores: np.ndarray, subgrid: b
 
 def _axis_turns(deg: np.ndarray) -> np.ndarray:
     """(B, 4, 3, 3) camera-frame turns by +-deg[b] about x and y (the out-of-plane turns)."""
-    from scipy.spatial.transform import Rotation
-
     B = len(deg)
     vec = np.zeros((B, 4, 3))
     for a in range(2):
         vec[:, 2 * a, a] = np.radians(deg)
         vec[:, 2 * a + 1, a] = -np.radians(deg)
-    return Rotation.from_rotvec(vec.reshape(-1, 3)).as_matrix().reshape(B, 4, 3, 3)
+    return so3_exp(vec)
 
 
 class FeatureRefiner:
