@@ -225,3 +225,35 @@ def test_cad_cache_gives_the_same_model_and_follows_the_file(tmp_path, monkeypat
     os.utime(path, ns=(time.time_ns() + 10**9,) * 2)  # a new modification time even on a coarse clock
     other = load_model_cached(path, units="auto", center=True, root=root)
     assert other.mesh_hash != fresh.mesh_hash and other.bbox_size[0] == pytest.approx(30.0)
+
+
+def test_decimated_proxy_is_kept_in_the_store_and_follows_the_mesh(tmp_path, monkeypatch):
+    """The rendering proxy of a part over the budget is decimated once: a second call (a new process, a new model
+    object of the same mesh) reads it back equal without decimating; other colours or another budget decimate
+    anew; a part within the budget is itself."""
+    from posekit.cad import decimate as cad_decimate
+    from posekit.data.cad_cache import decimate_cached
+
+    root = tmp_path / "store"
+    mesh = trimesh.creation.icosphere(subdivisions=4, radius=40.0)  # 5,120 faces
+    mesh.visual.vertex_colors = np.tile([200, 30, 30, 255], (len(mesh.vertices), 1))
+    path = tmp_path / "ball.ply"
+    path.write_bytes(mesh.export(file_type="ply"))
+    part = load_model(path, units="mm", obj_id=7)
+    first = decimate_cached(part, 1000, root=root)
+    assert 900 <= len(first.faces) <= 1000 and len(list((root / "cad").glob("decimated-*.npz"))) == 1
+    again = load_model(path, units="mm", obj_id=8)
+    monkeypatch.setattr(cad_decimate, "decimate", lambda *a, **k: pytest.fail("a hit decimated again"))
+    hit = decimate_cached(again, 1000, root=root)
+    for name in ("vertices", "faces", "vertex_colors", "vertex_normals"):
+        assert np.array_equal(getattr(hit, name), getattr(first, name)), name
+    assert (hit.obj_id, hit.name, hit.mesh_hash, hit.source) == (8, part.name, part.mesh_hash, str(path))
+    assert hit.diameter == pytest.approx(part.diameter)
+    assert decimate_cached(part, 6000, root=root) is part  # within the budget: no proxy
+    monkeypatch.undo()
+    import dataclasses
+
+    blue = dataclasses.replace(part, vertex_colors=np.tile([0.1, 0.2, 0.9], (len(part.vertices), 1)))
+    assert np.allclose(decimate_cached(blue, 1000, root=root).vertex_colors.mean(0), [0.1, 0.2, 0.9], atol=0.02)
+    assert len(decimate_cached(part, 500, root=root).faces) <= 500
+    assert len(list((root / "cad").glob("decimated-*.npz"))) == 3

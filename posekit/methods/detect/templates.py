@@ -377,9 +377,9 @@ class TemplateDetector:
         """Each pose hypothesis rendered into its window (``verify_crop`` px, one colour pass, its alpha coverage
         the mask) and the backbone's ``verify_map`` of the photo's crop and of the render: (photo maps, render maps,
         mask share per cell, photo crops, renders, render masks): what the rendered checks and the verifier read."""
+        from posekit.data.cad_cache import decimate_cached
         from posekit.features.similarity import mask_weights
         from posekit.geometry.camera import crop_K
-        from posekit.render.centred import render_model
         from posekit.render.crops import render_in_crops
 
         S = self.config.verify_crop
@@ -387,8 +387,10 @@ class TemplateDetector:
             from posekit.render.gl import OffscreenRenderer
 
             self._renderer = OffscreenRenderer(S, S)
-        if obj_id not in self._render_models:  # decimated once per part (render_model's own cache holds only four)
-            self._render_models[obj_id] = render_model(self.models[obj_id], self.workspaces[obj_id].preset.crop_spec)
+        if obj_id not in self._render_models:  # decimated once per part and mesh, kept in the model store
+            cap = self.workspaces[obj_id].preset.crop_spec.render_max_faces
+            part = self.models[obj_id]
+            self._render_models[obj_id] = decimate_cached(part, cap) if cap else part
         model = self._render_models[obj_id]
         boxes = _square_boxes(windows)
         Kc = np.stack([crop_K(camera.K, b, (S, S)) for b in boxes])

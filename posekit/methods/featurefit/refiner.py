@@ -140,7 +140,7 @@ class FeatureRefiner:
     def __init__(self, models: Sequence[ObjectModel], device: str | torch.device = "auto",
                  config: FeatureFitConfig | None = None, renderer: str = "auto",
                  backbone: Backbone | None = None) -> None:
-        from posekit.cad.decimate import decimate
+        from posekit.data.cad_cache import decimate_cached
         from posekit.train.loop import resolve_device
 
         if renderer not in RENDERERS:
@@ -149,7 +149,8 @@ class FeatureRefiner:
         self.config = config or FeatureFitConfig()
         self.models = list(models)
         cap = self.config.max_faces
-        self.render_models = [decimate(m, cap) if cap and len(m.faces) > cap else m for m in self.models]
+        # decimated once per part and mesh, kept in the model store: no open3d import on the next call
+        self.render_models = [decimate_cached(m, cap) if cap else m for m in self.models]
         self.corners = [m.bbox_corners for m in self.models]
         self.backbone = backbone or shared_backbone(self.device)
         self.renderer_name = ("pytorch3d" if self.device.type == "cuda" else "pyrender") if renderer == "auto" else renderer
