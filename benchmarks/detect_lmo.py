@@ -8,6 +8,7 @@
     python benchmarks/detect_lmo.py plot RUN.json[:SCORE][=LABEL] ... --out recall.png [--goal 80]
     python benchmarks/detect_lmo.py crosscheck DETS.json --bop-toolkit BOP_TOOLKIT_DIR [--pycocotools FORK_DIR]
     python benchmarks/detect_lmo.py chain RUN.json --templates TPL_DIR --workdir DIR [--refine] [--no-hypotheses]
+    python benchmarks/detect_lmo.py rerank RUN.json --out RERANKED.json [--top 3] [--iters 2]
     python benchmarks/detect_lmo.py speed --templates TPL_DIR --a KEY=VALUE,... --b KEY=VALUE,... [--images 40:44]
 
 ``run``: every lmo-dev image (or the first N) through :class:`posekit.methods.detect.TemplateDetector` with the
@@ -180,12 +181,73 @@ def cmd_run(args) -> None:
         tmp.replace(out)
 
 
+def cmd_rerank(args) -> None:
+    """The best ``--top`` hits per image and part (by ``--score``, thinned as ``eval`` thins them) refined by the
+    feature search (``--iters`` iterations from each hit's pose, ``posekit.methods.featurefit``), each given the
+    scores ``refined`` (the search's similarity at its last pose), ``refined_gain`` (that minus the first pose's)
+    and the box of the refined pose (``bbox_refined``); the other hits are kept as they were. ``eval --score
+    refined`` then ranks the refined hits alone, ``--box refined`` scores their refined boxes."""
+    from tqdm import tqdm
+
+    from posekit.data.bop import BopDataset
+    from posekit.methods.detect import DetectorConfig
+    from posekit.methods.detect.templates import _outline_points, _projected_box, thin
+    from posekit.methods.featurefit import FeatureRefiner
+
+    torch_threads()
+    ds = BopDataset(lmo_dev())
+    run = json.loads(Path(args.run).read_text())
+    out = Path(args.out)
+    done = json.loads(out.read_text()) if out.is_file() else {**run, "images": {}, "rerank": vars(args)}
+    objects = run["objects"]
+    models = {o: ds.load_model(o) for o in objects}
+    points = {o: _outline_points(models[o]) for o in objects}
+    ref = FeatureRefiner(list(models.values()), device="cpu")
+    limit = min(float(run["config"].get("box_overlap", 1.0)), DetectorConfig().box_overlap)
+    frames = {(f.scene_id, f.im_id): f for f in ds.frames("test")}
+    keys = list(run["images"])[: args.images or None]
+    try:
+        for key in tqdm(keys, desc="rerank", unit="image", file=sys.stderr):
+            if key in done["images"]:
+                continue
+            rec = json.loads(json.dumps(run["images"][key]))
+            frame = frames[tuple(int(v) for v in key.split("/"))]
+            start = time.perf_counter()
+            chosen = []
+            for o in objects:
+                mine = [_Det(h["bbox"], h["scores"][args.score]) for h in rec["hits"]
+                        if h["obj_id"] == o and args.score in h["scores"]]
+                for d, h in zip(mine, [h for h in rec["hits"] if h["obj_id"] == o and args.score in h["scores"]],
+                                strict=True):
+                    d.hit = h
+                chosen += [d.hit for d in thin(mine, limit)[: args.top]]
+            if chosen:
+                res = ref.refine(frame.observation(), [h["obj_id"] for h in chosen],
+                                 np.stack([np.asarray(h["R"]) for h in chosen]),
+                                 np.stack([np.asarray(h["t"]) for h in chosen]), iters=args.iters, score="features")
+                R, t = res.final
+                for i, h in enumerate(chosen):
+                    h["scores"]["refined"] = float(res.scores[-1, i])
+                    h["scores"]["refined_gain"] = float(res.scores[-1, i] - res.scores[0, i])
+                    box = _projected_box(points[h["obj_id"]], frame.camera, R[i], t[i])
+                    h["bbox_refined"] = [round(v, 2) for v in (box or h["bbox"])]
+            rec["times"]["rerank"] = time.perf_counter() - start
+            done["images"][key] = rec
+            tmp = out.with_suffix(".tmp")
+            tmp.write_text(json.dumps(done))
+            tmp.replace(out)
+    finally:
+        ref.close()
+    print(f"wrote {out}: {len(done['images'])} images, the best {args.top} hits per part by {args.score} refined "
+          f"({args.iters} iterations)")
+
+
 class _Det:
     def __init__(self, bbox, score):
         self.bbox, self.score = bbox, score
 
 
-def detections_of(run: dict, score: str, top: int) -> dict:
+def detections_of(run: dict, score: str, top: int, box: str = "bbox") -> dict:
     """{(scene, image, object): the top hits by ``score``}, thinned as the detector thins them
     (:func:`posekit.methods.detect.templates.thin`) where the run kept every hit (``box_overlap`` > 1)."""
     from posekit.methods.detect import DetectorConfig
@@ -199,13 +261,13 @@ def detections_of(run: dict, score: str, top: int) -> dict:
             if any(k not in h["scores"] for k in score.split("+")):
                 continue  # e.g. --score detector: the trained detector's boxes alone
             value = sum(h["scores"][k] for k in score.split("+"))  # a sum of scores, e.g. combined+figure_ground
-            out.setdefault((scene_id, im_id, h["obj_id"]), []).append(_Det(h["bbox"], value))
+            out.setdefault((scene_id, im_id, h["obj_id"]), []).append(_Det(h.get(box, h["bbox"]), value))
     for k, v in out.items():
         out[k] = thin(v, limit)[:top]
     return out
 
 
-def recall_of(run: dict, score: str, top: int) -> tuple[dict, dict, dict, list, dict]:
+def recall_of(run: dict, score: str, top: int, box: str = "bbox") -> tuple[dict, dict, dict, list, dict]:
     """A run's top-1 recall@IoU 0.5 per object for targets at least half / 10 % visible ({obj: (found, n)}), its
     COCO AP (amodal boxes, as bop_toolkit computes it), the targets, and the ranked detections."""
     from posekit.data.bop import BopDataset
@@ -217,7 +279,7 @@ def recall_of(run: dict, score: str, top: int) -> tuple[dict, dict, dict, list, 
     targets = [t for t in ds.targets() if (t.scene_id, t.im_id) in keys and t.obj_id in objects]
     gt = ground_truth(ds, targets)
     gt = {k: [r for r in rows if r[0] in objects] for k, rows in gt.items()}
-    dets = detections_of(run, score, top)
+    dets = detections_of(run, score, top, box)
     return top1_recall(gt, dets, 0.5), top1_recall(gt, dets, 0.1), coco_ap(gt, dets, objects), targets, \
         {"gt": gt, "dets": dets}
 
@@ -225,7 +287,7 @@ def recall_of(run: dict, score: str, top: int) -> tuple[dict, dict, dict, list, 
 def cmd_eval(args) -> None:
     run = json.loads(Path(args.run).read_text())
     objects = run["objects"]
-    r50, r10, ap, targets, more = recall_of(run, args.score, args.top)
+    r50, r10, ap, targets, more = recall_of(run, args.score, args.top, "bbox_refined" if args.box == "refined" else "bbox")
     gt, dets = more["gt"], more["dets"]
     times = [rec["times"]["total"] for rec in run["images"].values()]
     print(f"{len(run['images'])} images, {len(targets)} targets, score {args.score}, top {args.top} per object "
@@ -479,6 +541,15 @@ def main() -> None:
     e.add_argument("--score", default="combined", help="a score key of the run's hits, or a sum of them (a+b)")
     e.add_argument("--top", type=int, default=3)
     e.add_argument("--detections-out")
+    e.add_argument("--box", default="hit", choices=("hit", "refined"), help="the hits' own boxes, or (a rerank "
+                   "run) the refined poses' boxes where a hit has one")
+    rr = sub.add_parser("rerank", help="the best hits per part refined by the feature search and re-scored")
+    rr.add_argument("run")
+    rr.add_argument("--out", required=True)
+    rr.add_argument("--top", type=int, default=3)
+    rr.add_argument("--iters", type=int, default=2)
+    rr.add_argument("--score", default="combined")
+    rr.add_argument("--images", type=int, default=0)
     pl = sub.add_parser("plot")
     pl.add_argument("runs", nargs="+", help="RUN.json[:SCORE][=LABEL], e.g. T640.json:detector='trained alone'")
     pl.add_argument("--out", required=True)
@@ -508,7 +579,7 @@ def main() -> None:
     sp.add_argument("--objects", default="5,1,6,8,9,10,11,12", help="the parts; the first is also timed alone")
     args = ap.parse_args()
     {"run": cmd_run, "eval": cmd_eval, "crosscheck": cmd_crosscheck, "chain": cmd_chain,
-     "speed": cmd_speed, "plot": cmd_plot}[args.cmd](args)
+     "speed": cmd_speed, "plot": cmd_plot, "rerank": cmd_rerank}[args.cmd](args)
 
 
 if __name__ == "__main__":
