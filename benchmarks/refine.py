@@ -699,8 +699,10 @@ def sweep(runs: list[Path], refiner: str, out_dir: Path, objects: list[int] | No
         # other of the grid's pick and the sub-grid (parabola) peak
         one_round = ref.config.depth_rounds <= 1
         other = "grid pick" if ref.config.depth_subgrid else "sub-grid peak"
+        half_grid = "+ depth sweep, every other scale (scores of the same renders)"
         variants = {"+ depth sweep": [],
-                    **({"+ depth sweep, ends taken too": [], f"+ depth sweep, {other}": []} if one_round else {})}
+                    **({"+ depth sweep, ends taken too": [], f"+ depth sweep, {other}": [], half_grid: []}
+                       if one_round else {})}
         dz = {path.name: [], **{k: [] for k in variants}}
         sec = 0.0
         for key, es in tqdm(by_frame.items(), desc=f"sweep {path.name}", file=sys.stderr):
@@ -711,10 +713,13 @@ def sweep(runs: list[Path], refiner: str, out_dir: Path, objects: list[int] | No
             sec += time.perf_counter() - start
             argmax = t * sw.scales[sw.scores.argmax(1)][:, None]
             alt = pick_depth(t, sw.scales, sw.scores, not ref.config.depth_subgrid)
+            # a grid of half the scales over the same range (9 -> 5), picked from the same renders' scores (their
+            # union mask is the 9 renders', nearly the 5's: the nearest render spans both)
+            half = pick_depth(t, sw.scales[::2], sw.scores[:, ::2], ref.config.depth_subgrid)
             for i, e in enumerate(es):
                 g = gt[(e.scene_id, e.im_id, e.obj_id)]
                 dz[path.name].append(abs(e.t[2] - g.t[2]))
-                for label, ti in zip(variants, (sw.t[i], argmax[i], alt[i])[: len(variants)], strict=True):
+                for label, ti in zip(variants, (sw.t[i], argmax[i], alt[i], half[i])[: len(variants)], strict=True):
                     dz[label].append(abs(ti[2] - g.t[2]))
                     variants[label].append(PoseEstimate(e.obj_id, e.R, ti, scene_id=e.scene_id, im_id=e.im_id,
                                                         time=e.time))

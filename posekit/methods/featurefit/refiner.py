@@ -61,7 +61,11 @@ class FeatureFitConfig:
     depth_step: float = 0.0
     shrink: float = 0.5
     window_scale: float = 1.4
-    max_faces: int = 10000
+    # renders cost llvmpipe about their face count (a 25,000-face driller at 128 px: 21.6 ms at 10,000 faces, 10.5 at
+    # 3,000); at the search's 128-px and the sweep's 256-px windows a face of a 3,000-face proxy spans a few pixels:
+    # on lmo-dev the search + sweep gave 41.0 % / 0.510 / 0.726 at 3,000 against 40.7 % / 0.511 / 0.728 at 10,000,
+    # in 0.85 of the time (docs/benchmarks.md "Feature search: a smaller face budget")
+    max_faces: int = 3000
     polish_feature: str = "s8"
     polish_faces: int = 3000
     # a last depth sweep (depth_range > 0): the final pose moved along its viewing ray by depth_samples scales in
