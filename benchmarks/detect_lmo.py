@@ -215,11 +215,8 @@ def cmd_rerank(args) -> None:
             start = time.perf_counter()
             chosen = []
             for o in objects:
-                mine = [_Det(h["bbox"], h["scores"][args.score]) for h in rec["hits"]
+                mine = [_Det(h["bbox"], h["scores"][args.score], h) for h in rec["hits"]
                         if h["obj_id"] == o and args.score in h["scores"]]
-                for d, h in zip(mine, [h for h in rec["hits"] if h["obj_id"] == o and args.score in h["scores"]],
-                                strict=True):
-                    d.hit = h
                 chosen += [d.hit for d in thin(mine, limit)[: args.top]]
             if chosen:
                 res = ref.refine(frame.observation(), [h["obj_id"] for h in chosen],
@@ -243,8 +240,8 @@ def cmd_rerank(args) -> None:
 
 
 class _Det:
-    def __init__(self, bbox, score):
-        self.bbox, self.score = bbox, score
+    def __init__(self, bbox, score, hit: dict | None = None):
+        self.bbox, self.score, self.hit = bbox, score, hit
 
 
 def detections_of(run: dict, score: str, top: int, box: str = "bbox") -> dict:

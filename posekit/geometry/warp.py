@@ -28,15 +28,11 @@ import torch.nn.functional as F
 from posekit.geometry.rotations import so3_exp
 
 
-def _rotvec_matrix(v: np.ndarray) -> np.ndarray:
-    return so3_exp(np.asarray(v, dtype=np.float64))
-
-
 def ray_turns(t: np.ndarray, angles: np.ndarray) -> np.ndarray:
     """(..., 3, 3) turns about the viewing rays of t (..., 3) by ``angles`` (...) radians."""
     t = np.asarray(t, dtype=np.float64)
     axis = t / np.linalg.norm(t, axis=-1, keepdims=True)
-    return _rotvec_matrix(axis * np.asarray(angles, dtype=np.float64)[..., None])
+    return so3_exp(axis * np.asarray(angles, dtype=np.float64)[..., None])
 
 
 def ray_to_ray(t: np.ndarray, t_new: np.ndarray) -> np.ndarray:
@@ -51,7 +47,7 @@ def ray_to_ray(t: np.ndarray, t_new: np.ndarray) -> np.ndarray:
     angle = np.arctan2(s, c)
     with np.errstate(invalid="ignore", divide="ignore"):
         v = np.where(s > 1e-12, axis / s * angle, 0.0)
-    return _rotvec_matrix(v)
+    return so3_exp(v)
 
 
 def rotation_homography(K: np.ndarray, Q: np.ndarray) -> np.ndarray:
