@@ -454,7 +454,7 @@ def cmd_chain(args) -> None:
     tfile = work / "targets.json"
     tfile.write_text(json.dumps([t.to_json() for t in targets]))
     dets = work / "detections.json"
-    args_eval = argparse.Namespace(run=args.run, score=args.score, top=1, detections_out=str(dets))
+    args_eval = argparse.Namespace(run=args.run, score=args.score, top=1, detections_out=str(dets), box="hit")
     cmd_eval(args_eval)
     refine = ["--refine", "features", "--depth-sweep"] if args.refine else ["--refine", "none"]
     tag = base = "features_sweep" if args.refine else "templates"
