@@ -6,8 +6,8 @@ A units warning the first load gave is given again on every hit. A cache that ca
 by: the file is loaded as if there were none.
 
 The decimated rendering proxies of a part (:func:`decimate_cached`) live there too, keyed by the mesh's content and
-the face budget: a render-and-compare stage on a part of more faces than its budget (the feature search's 10,000,
-most real CAD files) then neither imports open3d (1.7-4 s on 2 cores) nor decimates again on the next call."""
+the face budget: a render-and-compare stage on a part of more faces than its budget (the feature search's 3,000,
+the template detector's checks' 10,000: most real CAD files) then neither imports open3d (1.7-4 s on 2 cores) nor decimates again on the next call."""
 
 from __future__ import annotations
 

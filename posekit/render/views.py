@@ -90,10 +90,8 @@ def align_optical_axis(t: np.ndarray) -> np.ndarray:
     # numpy (not scipy's Rotation: importing scipy.spatial costs a one-call estimate 0.3 s of its ~2 s)
     axis = np.stack([-d[..., 1], d[..., 0], np.zeros_like(d[..., 0])], axis=-1)
     s = np.linalg.norm(axis, axis=-1)
-    c = d[..., 2]
     k = np.where(s[..., None] > 1e-12, axis / np.maximum(s, 1e-12)[..., None], [1.0, 0.0, 0.0])
-    angle = np.arctan2(s, c)
-    sin, cos = np.sin(angle)[..., None, None], np.cos(angle)[..., None, None]
+    sin, cos = s[..., None, None], d[..., 2, None, None]
     Kx = np.zeros(k.shape[:-1] + (3, 3))
     Kx[..., 0, 1], Kx[..., 0, 2], Kx[..., 1, 2] = -k[..., 2], k[..., 1], -k[..., 0]
     Kx = Kx - np.swapaxes(Kx, -1, -2)
